@@ -1,0 +1,187 @@
+"""Reading objects: segment what differs from the fitted background, then read each
+connected region's shape (best template overlap), size, colour (plurality of pixel names),
+texture (where the secondary shade lies) and position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from atelier.evaluate.background import BackgroundReading, read_background
+from atelier.evaluate.colour import object_colour
+from atelier.world import vocab
+from atelier.world.shapes import rasterise, shape_frame
+
+FOREGROUND_DISTANCE = 0.2  # RGB distance (0..1) from the background model
+MIN_AREA = 0.0025  # of the image: smaller specks are not objects
+MIN_SHAPE_IOU = 0.6  # below this a region is not any shape of the world
+
+
+@dataclass(frozen=True)
+class Detection:
+    shape: str | None
+    colour: str | None
+    size: str | None
+    texture: str | None
+    region: int
+    centre: tuple[float, float]  # fractions of the image
+    diameter: float  # fraction of the image width
+    shape_iou: float
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 (end-exclusive)
+
+
+@dataclass(frozen=True)
+class Reading:
+    background: BackgroundReading | None
+    objects: tuple[Detection, ...]
+
+
+def size_class(diameter: float) -> str:
+    """Nearest size class, split halfway between one class's smallest and the next's largest."""
+    names = vocab.SIZE_NAMES
+    for smaller, larger in zip(names, names[1:]):
+        boundary = (vocab.SIZES[smaller] + vocab.SIZES[larger] * (1 - vocab.SIZE_JITTER)) / 2
+        if diameter < boundary:
+            return smaller
+    return names[-1]
+
+
+def _fit_shape(alpha: np.ndarray) -> tuple[str | None, float, float]:
+    """Best shape for a region's soft coverage `alpha` (window with a margin): each shape is
+    placed by matching the region's area and centroid, then scored by soft IoU. Returns the
+    shape (None when nothing fits), its IoU and its radius (half diameter) in pixels."""
+    height, width = alpha.shape
+    area = float(alpha.sum())
+    ys, xs = np.mgrid[0:height, 0:width]
+    mean_x = float((alpha * (xs + 0.5)).sum() / area)
+    mean_y = float((alpha * (ys + 0.5)).sum() / area)
+    best: tuple[str | None, float, float] = (None, 0.0, float(np.sqrt(area / np.pi)))
+    for shape in vocab.SHAPES:
+        frame = shape_frame(shape)
+        radius = float(np.sqrt(area / frame.area))
+        cx = mean_x - frame.centroid[0] * radius
+        cy = mean_y + frame.centroid[1] * radius
+        template = rasterise(shape, cx, cy, radius, height, width, supersample=4)
+        iou = float(np.minimum(alpha, template).sum() / np.maximum(alpha, template).sum())
+        if iou > best[1]:
+            best = (shape, iou, radius)
+    if best[1] < MIN_SHAPE_IOU:
+        return None, best[1], best[2]
+    return best
+
+
+def _texture(pixels_rgb: np.ndarray, mask: np.ndarray, colour: str, primary: np.ndarray,
+             image_size: int) -> str:
+    """Classify the texture from where pixels of the secondary shade lie: a band along the
+    edge (outlined), diagonal lines (striped), scattered spots (dotted) or nowhere (solid)."""
+    secondary = np.asarray(vocab.secondary_shade(tuple(primary), colour))
+    axis = secondary - primary
+    t = ((pixels_rgb - primary) @ axis) / max(float(axis @ axis), 1e-6)
+    shaded = (t > 0.5) & mask
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    outline = vocab.OUTLINE_WIDTH * image_size
+    core = depth > 1
+    if not core.any() or shaded[core].mean() < 0.08:
+        return "solid"
+    along = core[1:, :-1] & core[:-1, 1:]  # neighbours along a stripe: (y, x) and (y - 1, x + 1)
+    across = core[:-1, :-1] & core[1:, 1:]
+    agree_along = (shaded[1:, :-1] == shaded[:-1, 1:])[along].mean() if along.any() else 0.0
+    agree_across = (shaded[:-1, :-1] == shaded[1:, 1:])[across].mean() if across.any() else 0.0
+    if agree_along - agree_across > 0.15:
+        return "striped"
+    band = core & (depth <= outline + 0.5)
+    inner = depth > outline + 1
+    f_inner = shaded[inner].mean() if inner.sum() >= 3 else 0.0
+    if band.any() and shaded[band].mean() >= 0.5 and f_inner <= 0.25:
+        return "outlined"
+    return "dotted"
+
+
+def _colour(pixels_rgb: np.ndarray, mask: np.ndarray, image_size: int) -> tuple[str, np.ndarray]:
+    """The object's colour name and primary RGB, read from its inner pixels: the rim mixes
+    with the background."""
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    chosen = mask
+    for threshold in (vocab.OUTLINE_WIDTH * image_size + 0.5, 1.0):
+        inner = depth > threshold
+        if inner.sum() >= 5:
+            chosen = inner
+            break
+    return object_colour(pixels_rgb[chosen])
+
+
+def read_objects(image: np.ndarray, background: BackgroundReading) -> tuple[Detection, ...]:
+    size = image.shape[1]
+    distance = background.distance(image)
+    labels, _ = ndimage.label(distance > FOREGROUND_DISTANCE)
+    detections = []
+    pad = 2
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        region_mask = labels[box] == index
+        if region_mask.sum() < MIN_AREA * size * size:
+            continue
+        y0, x0 = box[0].start - pad, box[1].start - pad
+        y1, x1 = box[0].stop + pad, box[1].stop + pad
+        window = _crop(image, y0, y1, x0, x1)
+        mask = _crop(labels == index, y0, y1, x0, x1)
+        colour, primary = _colour(window, mask, size)
+        texture = _texture(window, mask, colour, primary, size)
+        # Soft coverage: 1 inside, and on the rim the share of the way from background to the
+        # object's colour, which recovers the anti-aliasing the renderer (or a model) drew.
+        model = _crop(background.model, y0, y1, x0, x1)
+        # Measured along the line from background to the rim's colour, so that compression
+        # noise across that line does not count as coverage.
+        rim_colour = np.asarray(vocab.secondary_shade(tuple(primary), colour)) if texture == "outlined" else primary
+        towards = rim_colour - model
+        share = ((window - model) * towards).sum(-1) / np.maximum((towards * towards).sum(-1), 1e-6)
+        rim = ndimage.binary_dilation(mask) & ~_crop(labels > 0, y0, y1, x0, x1) | mask
+        alpha = np.where(rim, np.clip(share, 0, 1), 0.0)
+        alpha[ndimage.binary_erosion(mask)] = 1.0
+        shape, iou, radius = _fit_shape(alpha)
+        cx = (box[1].start + box[1].stop) / 2 / size
+        cy = (box[0].start + box[0].stop) / 2 / size
+        diameter = 2 * radius / size
+        detections.append(Detection(
+            shape=shape, colour=colour, size=size_class(diameter), texture=texture,
+            region=vocab.region_of(cx, cy), centre=(cx, cy), diameter=diameter, shape_iou=iou,
+            box=(box[1].start, box[0].start, box[1].stop, box[0].stop),
+        ))
+    return tuple(detections)
+
+
+def _crop(array: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """array[y0:y1, x0:x1] where the window may hang over the edge (filled with zeros)."""
+    height, width = array.shape[:2]
+    out = np.zeros((y1 - y0, x1 - x0) + array.shape[2:], dtype=array.dtype)
+    sy0, sx0 = max(0, y0), max(0, x0)
+    sy1, sx1 = min(height, y1), min(width, x1)
+    out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = array[sy0:sy1, sx0:sx1]
+    return out
+
+
+def to_float(image) -> np.ndarray:
+    """An image (PIL, or uint8 / float array) as [H, W, 3] float in 0..1; must be square."""
+    if hasattr(image, "convert"):
+        image = np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ValueError(f"expected an RGB image, got an array of shape {array.shape}")
+    array = array[:, :, :3]
+    if array.shape[0] != array.shape[1]:
+        raise ValueError(f"the oracle reads square images, got {array.shape[1]}x{array.shape[0]}")
+    if array.dtype == np.uint8:
+        return array.astype(np.float64) / 255.0
+    return np.clip(array.astype(np.float64), 0.0, 1.0)
+
+
+def read(image) -> Reading:
+    """Everything the oracle sees in an image."""
+    pixels = to_float(image)
+    background = read_background(pixels)
+    if background is None:
+        return Reading(background=None, objects=())
+    return Reading(background=background, objects=read_objects(pixels, background))

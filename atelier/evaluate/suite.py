@@ -1,0 +1,168 @@
+"""The image suite: score generated samples against the evaluation set and report per
+category (GenEval's protocol: an image is correct when everything its prompt asks for is
+there; a category's score is the share of correct images; overall is the mean of the
+categories), with bootstrap confidence intervals over prompts and a line per held-out subset.
+
+Folder layout, one folder per prompt id of atelier/world/data/eval_images.jsonl:
+
+    DIR/0000/0.png  DIR/0000/1.png ...  DIR/0647/3.png   (.png, .jpg, .jpeg or .webp)
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from atelier.evaluate.detect import read
+from atelier.world.evalset import CATEGORIES, SUBSETS, EvalPrompt
+from atelier.world.query import Query
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+BOOTSTRAP_SAMPLES = 1000
+DEFAULT_IMAGES_PER_PROMPT = 4
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    prompt: EvalPrompt
+    correct: tuple[bool, ...]  # one per image
+    failures: tuple[tuple[str, ...], ...]  # why each image failed
+
+    @property
+    def score(self) -> float:
+        return float(np.mean(self.correct)) if self.correct else 0.0
+
+
+def score_image(image, query: Query) -> tuple[bool, list[str]]:
+    """Whether an image satisfies a query, and if not, why."""
+    reading = read(image)
+    failures = query.failures(reading.objects, reading.background)
+    return not failures, failures
+
+
+def score_prompt(prompt: EvalPrompt, images: Sequence) -> PromptResult:
+    verdicts = [score_image(image, prompt.query) for image in images]
+    return PromptResult(prompt=prompt, correct=tuple(ok for ok, _ in verdicts),
+                        failures=tuple(tuple(f) for _, f in verdicts))
+
+
+def _bootstrap(per_prompt: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    if len(per_prompt) == 0:
+        return (float("nan"), float("nan"))
+    draws = rng.integers(0, len(per_prompt), size=(BOOTSTRAP_SAMPLES, len(per_prompt)))
+    means = per_prompt[draws].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def summarise(results: Sequence[PromptResult]) -> dict:
+    """Scores per category and subset with 95% bootstrap intervals (resampling prompts,
+    since images of one prompt are not independent); deterministic."""
+    rng = np.random.default_rng(0)
+    categories = {}
+    for category in CATEGORIES:
+        scores = np.array([r.score for r in results if r.prompt.category == category])
+        if len(scores):
+            low, high = _bootstrap(scores, rng)
+            categories[category] = {"score": float(scores.mean()), "ci95": [low, high], "prompts": len(scores)}
+    subsets = {}
+    for subset in SUBSETS:
+        scores = np.array([r.score for r in results if r.prompt.subset == subset])
+        if len(scores):
+            low, high = _bootstrap(scores, rng)
+            subsets[subset] = {"score": float(scores.mean()), "ci95": [low, high], "prompts": len(scores)}
+    overall = float(np.mean([c["score"] for c in categories.values()])) if categories else float("nan")
+    by_category = {c: np.array([r.score for r in results if r.prompt.category == c]) for c in categories}
+    draws = [np.mean([s[rng.integers(0, len(s), len(s))].mean() for s in by_category.values()])
+             for _ in range(BOOTSTRAP_SAMPLES)] if by_category else [float("nan")]
+    return {
+        "overall": overall,
+        "overall_ci95": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))],
+        "categories": categories,
+        "subsets": subsets,
+        "images": int(sum(len(r.correct) for r in results)),
+    }
+
+
+def report(results: Sequence[PromptResult], **extra) -> dict:
+    """The JSON report: the summary plus every prompt's per-image verdicts."""
+    return {
+        **extra,
+        **summarise(results),
+        "prompts": [
+            {"id": r.prompt.id, "category": r.prompt.category, "subset": r.prompt.subset, "text": r.prompt.text,
+             "correct": list(r.correct), "failures": [list(f) for f in r.failures]}
+            for r in results
+        ],
+    }
+
+
+def format_table(summary: dict) -> str:
+    lines = [f"{'category':<22}{'score':>7}   {'95% CI':<15}{'prompts':>8}"]
+    for name, row in list(summary["categories"].items()) + [("", None)] + list(summary["subsets"].items()):
+        if row is None:
+            lines.append("-" * 54)
+            continue
+        low, high = row["ci95"]
+        lines.append(f"{name:<22}{row['score']:>7.3f}   [{low:.3f}, {high:.3f}]{row['prompts']:>8}")
+    low, high = summary["overall_ci95"]
+    lines.append("-" * 54)
+    lines.append(f"{'overall':<22}{summary['overall']:>7.3f}   [{low:.3f}, {high:.3f}]   images {summary['images']}")
+    return "\n".join(lines)
+
+
+def load_image(path: Path) -> np.ndarray:
+    """An image file as an RGB array, or a clear error naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"{path}: not a readable image ({error})") from error
+
+
+def sample_paths(folder: Path, prompt: EvalPrompt) -> list[Path]:
+    directory = folder / prompt.id
+    if not directory.is_dir():
+        return []
+    return sorted((p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                  key=lambda p: (len(p.stem), p.stem))
+
+
+def score_folder(folder: Path, prompts: Sequence[EvalPrompt], partial: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> list[PromptResult]:
+    """Score DIR/<prompt id>/<k>.<ext>. Missing prompts are an error unless `partial`, so a
+    full-suite score is never quietly computed on part of the suite."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such folder of samples")
+    found = {p.id: sample_paths(folder, p) for p in prompts}
+    missing = [pid for pid, paths in found.items() if not paths]
+    if missing and not partial:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ValueError(f"{folder}: no samples for {len(missing)} of {len(prompts)} prompts ({shown}); "
+                         f"expected DIR/<prompt id>/<k>.png, or pass --partial to score what is there")
+    results = []
+    chosen = [p for p in prompts if found[p.id]]
+    for done, prompt in enumerate(chosen, start=1):
+        results.append(score_prompt(prompt, [load_image(path) for path in found[prompt.id]]))
+        if progress:
+            progress(done, len(chosen))
+    return results
+
+
+def sample_seed(prompt: EvalPrompt, k: int) -> int:
+    """The seed of image k of a prompt: fixed, so every model is scored on the same draws."""
+    return int(prompt.id) * 1000 + k
+
+
+def truth_images(prompt: EvalPrompt, n: int, size: int = 64) -> list[np.ndarray]:
+    """Ground-truth renders of a prompt: the ceiling any generator can reach."""
+    from atelier.world.render import render
+    from atelier.world.scene import realize
+
+    return [render(realize(prompt.query, random.Random(sample_seed(prompt, k)), size=size)) for k in range(n)]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Sets up .venv with Atelier and its dependencies; safe to run again (it only installs what
+# is missing). --dev adds the test tools. Torch is pinned to 2.13.0, the CPU wheel this
+# machine image carries locally: an unpinned torch would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras=""
+[[ "${1:-}" == "--dev" ]] && extras="[dev]"
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "setup: Atelier needs Python 3.11 or newer; $($python --version 2>&1) found (set PYTHON=...)" >&2
+    exit 1
+fi
+[[ -x .venv/bin/python ]] || "$python" -m venv .venv
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+.venv/bin/python -c 'import torch' 2>/dev/null || "${pip[@]}" "torch==2.13.0"
+"${pip[@]}" -e ".${extras}"

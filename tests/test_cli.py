@@ -1,0 +1,72 @@
+"""The command line, as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from atelier.cli import main
+from atelier.world import evalset
+
+
+def test_preview_writes_a_contact_sheet(tmp_path):
+    main(["world", "preview", "-o", str(tmp_path), "-n", "6"])
+    sheet = Image.open(tmp_path / "world_preview.png")
+    assert sheet.width > 6 * 150
+
+
+def test_sample_writes_images_captions_and_truth(tmp_path):
+    main(["world", "sample", "-o", str(tmp_path), "-n", "3"])
+    assert sorted(p.name for p in tmp_path.iterdir())[:3] == ["000000.json", "000000.png", "000000.txt"]
+    truth = json.loads((tmp_path / "000000.json").read_text())
+    assert truth["caption"] == (tmp_path / "000000.txt").read_text().strip()
+
+
+def test_eval_generates_and_scores_the_suite(tmp_path, capsys):
+    samples = tmp_path / "samples"
+    main(["eval", "--suite", "images", "--model", "world", "-n", "1", str(samples)])
+    out = capsys.readouterr().out
+    assert "overall" in out and "held_out_pairs" in out
+    report = json.loads((samples / "eval_images.json").read_text())
+    assert report["overall"] >= 0.98 and len(report["prompts"]) == len(evalset.load())
+    # Scoring the folder again gives the same figures.
+    main(["eval", "--suite", "images", str(samples), "--json", str(tmp_path / "again.json")])
+    assert json.loads((tmp_path / "again.json").read_text())["overall"] == report["overall"]
+    # A corrupt sample is named in a clear error.
+    (samples / "0003" / "0.png").write_bytes(b"not a png")
+    with pytest.raises(SystemExit, match="0003/0.png: not a readable image"):
+        main(["eval", "--suite", "images", str(samples)])
+
+
+def test_eval_refuses_a_partial_folder_unless_asked(tmp_path, capsys):
+    folder = tmp_path / "few"
+    prompt = evalset.load()[0]
+    (folder / prompt.id).mkdir(parents=True)
+    from atelier.evaluate.suite import truth_images
+
+    Image.fromarray(truth_images(prompt, 1)[0]).save(folder / prompt.id / "0.png")
+    with pytest.raises(SystemExit, match="no samples for 647 of 648 prompts"):
+        main(["eval", "--suite", "images", str(folder)])
+    main(["eval", "--suite", "images", str(folder), "--partial"])
+    assert "single_object" in capsys.readouterr().out
+
+
+def test_eval_errors_are_plain(tmp_path):
+    with pytest.raises(SystemExit, match="no such folder"):
+        main(["eval", "--suite", "images", str(tmp_path / "missing")])
+    with pytest.raises(SystemExit, match="unknown suite"):
+        main(["eval", "--suite", "videos", str(tmp_path)])
+    with pytest.raises(SystemExit, match="32 to 256"):
+        main(["world", "preview", "-o", str(tmp_path), "--size", "512"])
+
+
+def test_bench_prints_its_figure(capsys):
+    main(["bench", "world", "--seconds", "0.2"])
+    assert "scenes/s" in capsys.readouterr().out
+
+
+def test_installed_command_runs():
+    result = subprocess.run([sys.executable, "-m", "atelier", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "world" in result.stdout
