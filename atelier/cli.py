@@ -66,8 +66,6 @@ def _generate(model: str, prompts, out_dir: Path, n: int, steps: int | None) -> 
 
 
 def _eval(args: argparse.Namespace) -> None:
-    import numpy as np  # noqa: F401  (fail early, before any work, if the install is broken)
-
     from atelier.evaluate.suite import format_table, report, score_folder
     from atelier.world import evalset
 

@@ -12,7 +12,7 @@ from atelier.evaluate.validate import RECOLOUR_FRACTIONS, validate
 from atelier.world import evalset, vocab
 from atelier.world.query import BackgroundQuery, ObjectQuery, Query, RelationQuery
 from atelier.world.render import render
-from atelier.world.scene import Background, Scene, SceneObject, _place, realize, sample_scene
+from atelier.world.scene import Background, Scene, SceneObject, place, realize, sample_scene
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def _object(shape, colour, region, size="large", texture="solid"):
     diameter = round(vocab.SIZES[size] * 64 * 4) / 4 / 64
     rgb = tuple(c / 255 for c in vocab.COLOURS[colour])
     return SceneObject(shape=shape, colour=colour, size=size, texture=texture, region=region,
-                       centre=_place(random.Random(0), region, diameter, 64), diameter=diameter, rgb=rgb)
+                       centre=place(random.Random(0), region, diameter, 64), diameter=diameter, rgb=rgb)
 
 
 def test_unnamed_attributes_are_free_and_counts_exact():

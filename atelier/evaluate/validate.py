@@ -14,7 +14,7 @@ import numpy as np
 from atelier.evaluate.suite import PromptResult, sample_seed, score_prompt, summarise
 from atelier.world.evalset import CATEGORIES, EvalPrompt
 from atelier.world.render import render
-from atelier.world.scene import Scene, _jitter, contrasts, realize
+from atelier.world.scene import Scene, realize, recoloured
 
 BLUR_SIGMA = 0.5  # pixels at 64; scaled with the image
 NOISE_STD = 6 / 255
@@ -83,16 +83,10 @@ def _shuffled(prompts: Sequence[EvalPrompt], seed: int = 0) -> dict[str, EvalPro
 
 def _recoloured(scene: Scene, rng: random.Random) -> Scene:
     """The scene with its first object in another colour that still stands out."""
-    obj = scene.objects[0]
-    from atelier.world import vocab
-
-    for colour in rng.sample(vocab.COLOUR_NAMES, len(vocab.COLOUR_NAMES)):
-        if colour == obj.colour:
-            continue
-        candidate = replace(obj, colour=colour, rgb=_jitter(rng, colour))
-        if contrasts(candidate, scene.background):
-            return replace(scene, objects=(candidate,) + scene.objects[1:])
-    raise ValueError("no other colour stands out on this background")
+    obj = recoloured(scene.objects[0], scene.background, rng, avoid=(scene.objects[0].colour,))
+    if obj is None:
+        raise ValueError("no other colour stands out on this background")
+    return replace(scene, objects=(obj,) + scene.objects[1:])
 
 
 def validate(prompts: Sequence[EvalPrompt], images_per_prompt: int = 4, size: int = 64,

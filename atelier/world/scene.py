@@ -108,12 +108,12 @@ def contrasts(obj: SceneObject, background: Background) -> bool:
     return True
 
 
-def _jitter(rng: random.Random, name: str) -> RGB:
+def jitter_colour(rng: random.Random, name: str) -> RGB:
     base = vocab.colour_unit(name)
     return tuple(min(1.0, max(0.0, c + rng.uniform(-COLOUR_JITTER, COLOUR_JITTER))) for c in base)
 
 
-def _place(rng: random.Random, region: int, diameter: float, image_size: int) -> tuple[float, float]:
+def place(rng: random.Random, region: int, diameter: float, image_size: int) -> tuple[float, float]:
     """A centre in the region's cell, jittered but keeping clear of neighbouring cells, and
     snapped so that the sprite sits on whole pixels."""
     cell = 1 / vocab.GRID
@@ -137,8 +137,8 @@ def _make_object(rng: random.Random, image_size: int, region: int, shape: str, c
                  size: str, texture: str) -> SceneObject:
     diameter = _diameter(rng, size, image_size)
     return SceneObject(shape=shape, colour=colour, size=size, texture=texture, region=region,
-                       centre=_place(rng, region, diameter, image_size), diameter=diameter,
-                       rgb=_jitter(rng, colour))
+                       centre=place(rng, region, diameter, image_size), diameter=diameter,
+                       rgb=jitter_colour(rng, colour))
 
 
 def _random_background(rng: random.Random, kind: str | None = None, colours: tuple[str, ...] = (),
@@ -148,7 +148,7 @@ def _random_background(rng: random.Random, kind: str | None = None, colours: tup
     n = 1 if kind == "solid" else 2
     while True:
         names = colours or tuple(rng.sample(vocab.COLOUR_NAMES, n))
-        rgbs = tuple(_jitter(rng, c) for c in names)
+        rgbs = tuple(jitter_colour(rng, c) for c in names)
         if n == 1 or _distance(rgbs[0], rgbs[1]) >= PATTERN_CONTRAST:
             break
         if colours:
@@ -227,8 +227,17 @@ def _recolour_free(rng: random.Random, obj: SceneObject, background: Background,
     """Give an object a colour that stands out, unless the query fixed its colour."""
     if any(g.matches(obj) and g.colour is not None for g in query.objects):
         return None
+    return recoloured(obj, background, rng)
+
+
+def recoloured(obj: SceneObject, background: Background, rng: random.Random,
+               avoid: tuple[str, ...] = ()) -> SceneObject | None:
+    """The object in a random colour (not in `avoid`) that stands out from the background,
+    or None when no colour does."""
     for colour in rng.sample(vocab.COLOUR_NAMES, len(vocab.COLOUR_NAMES)):
-        candidate = replace(obj, colour=colour, rgb=_jitter(rng, colour))
+        if colour in avoid:
+            continue
+        candidate = replace(obj, colour=colour, rgb=jitter_colour(rng, colour))
         if contrasts(candidate, background):
             return candidate
     return None
