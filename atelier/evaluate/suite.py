@@ -62,18 +62,18 @@ def summarise(results: Sequence[PromptResult]) -> dict:
     """Scores per category and subset with 95% bootstrap intervals (resampling prompts,
     since images of one prompt are not independent); deterministic."""
     rng = np.random.default_rng(0)
-    categories = {}
-    for category in CATEGORIES:
-        scores = np.array([r.score for r in results if r.prompt.category == category])
-        if len(scores):
-            low, high = _bootstrap(scores, rng)
-            categories[category] = {"score": float(scores.mean()), "ci95": [low, high], "prompts": len(scores)}
-    subsets = {}
-    for subset in SUBSETS:
-        scores = np.array([r.score for r in results if r.prompt.subset == subset])
-        if len(scores):
-            low, high = _bootstrap(scores, rng)
-            subsets[subset] = {"score": float(scores.mean()), "ci95": [low, high], "prompts": len(scores)}
+
+    def grouped(field: str, names: Sequence[str]) -> dict:
+        rows = {}
+        for name in names:
+            scores = np.array([r.score for r in results if getattr(r.prompt, field) == name])
+            if len(scores):
+                rows[name] = {"score": float(scores.mean()), "ci95": list(_bootstrap(scores, rng)),
+                              "prompts": len(scores)}
+        return rows
+
+    categories = grouped("category", CATEGORIES)
+    subsets = grouped("subset", SUBSETS)
     overall = float(np.mean([c["score"] for c in categories.values()])) if categories else float("nan")
     by_category = {c: np.array([r.score for r in results if r.prompt.category == c]) for c in categories}
     draws = [np.mean([s[rng.integers(0, len(s), len(s))].mean() for s in by_category.values()])
