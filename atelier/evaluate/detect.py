@@ -1,6 +1,7 @@
 """Reading objects: segment what differs from the fitted background, then read each
-connected region's shape (best template overlap), size, colour (plurality of pixel names),
-texture (where the secondary shade lies) and position."""
+connected region's shape (best template overlap), size, colour (the palette colour whose
+line to its texture shade best explains the pixels), texture (where that shade lies) and
+position."""
 
 from __future__ import annotations
 
@@ -72,15 +73,14 @@ def _fit_shape(alpha: np.ndarray) -> tuple[str | None, float, float]:
     return best
 
 
-def _texture(pixels_rgb: np.ndarray, mask: np.ndarray, colour: str, primary: np.ndarray,
-             image_size: int) -> str:
+def _texture(pixels_rgb: np.ndarray, mask: np.ndarray, depth: np.ndarray, colour: str,
+             primary: np.ndarray, image_size: int) -> str:
     """Classify the texture from where pixels of the secondary shade lie: a band along the
     edge (outlined), diagonal lines (striped), scattered spots (dotted) or nowhere (solid)."""
     secondary = np.asarray(vocab.secondary_shade(tuple(primary), colour))
     axis = secondary - primary
     t = ((pixels_rgb - primary) @ axis) / max(float(axis @ axis), 1e-6)
     shaded = (t > 0.5) & mask
-    depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
     outline = vocab.OUTLINE_WIDTH * image_size
     core = depth > 1
     if not core.any() or shaded[core].mean() < 0.08:
@@ -99,10 +99,9 @@ def _texture(pixels_rgb: np.ndarray, mask: np.ndarray, colour: str, primary: np.
     return "dotted"
 
 
-def _colour(pixels_rgb: np.ndarray, mask: np.ndarray, image_size: int) -> tuple[str, np.ndarray]:
+def _colour(pixels_rgb: np.ndarray, mask: np.ndarray, depth: np.ndarray, image_size: int) -> tuple[str, np.ndarray]:
     """The object's colour name and primary RGB, read from its inner pixels: the rim mixes
     with the background."""
-    depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
     chosen = mask
     for threshold in (vocab.OUTLINE_WIDTH * image_size + 0.5, 1.0):
         inner = depth > threshold
@@ -126,8 +125,9 @@ def read_objects(image: np.ndarray, background: BackgroundReading) -> tuple[Dete
         y1, x1 = box[0].stop + pad, box[1].stop + pad
         window = _crop(image, y0, y1, x0, x1)
         mask = _crop(labels == index, y0, y1, x0, x1)
-        colour, primary = _colour(window, mask, size)
-        texture = _texture(window, mask, colour, primary, size)
+        depth = ndimage.distance_transform_edt(mask)  # the window's margin is background
+        colour, primary = _colour(window, mask, depth, size)
+        texture = _texture(window, mask, depth, colour, primary, size)
         # Soft coverage: 1 inside, and on the rim the share of the way from background to the
         # object's colour, which recovers the anti-aliasing the renderer (or a model) drew.
         model = _crop(background.model, y0, y1, x0, x1)
