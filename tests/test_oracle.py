@@ -44,6 +44,24 @@ def test_recolouring_k_percent_lowers_colour_score_by_about_k(table):
         assert abs(drop - fraction) <= 0.05, (fraction, drop)
 
 
+WEAKNESSES = {
+    "ignores layout": {"position"},
+    "miscounts": {"counting"},
+    "swaps colours": {"colour_attribution"},
+    "knows only shapes": {"colours", "position", "colour_attribution", "size", "texture", "background"},
+}
+
+
+@pytest.mark.parametrize("weakness", sorted(WEAKNESSES))
+def test_a_weak_generator_fails_exactly_its_categories(table, weakness):
+    truth = table["conditions"]["truth"]["categories"]
+    for category, row in table["conditions"][weakness]["categories"].items():
+        if category in WEAKNESSES[weakness]:
+            assert row["score"] <= 0.35, (weakness, category)
+        else:
+            assert row["score"] >= truth[category]["score"] - 0.02, (weakness, category)
+
+
 def test_every_category_reads_truth(table):
     for name, row in table["conditions"]["truth"]["categories"].items():
         assert row["score"] >= 0.95, name

@@ -12,7 +12,9 @@ from dataclasses import replace
 import numpy as np
 
 from atelier.evaluate.suite import PromptResult, sample_seed, score_prompt, summarise
+from atelier.world import vocab
 from atelier.world.evalset import CATEGORIES, EvalPrompt
+from atelier.world.query import ObjectQuery, Query
 from atelier.world.render import render
 from atelier.world.scene import Scene, realize, recoloured
 
@@ -55,6 +57,41 @@ DEGRADATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 # a small object's width (see the issue note).
 HARSH_DEGRADATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "jpeg 4:2:0": lambda image: jpeg(image, subsampling=2),
+}
+
+
+def _ignore_layout(query: Query, rng: random.Random) -> Query:
+    return Query(tuple(replace(g, region=None) for g in query.objects), (), query.background)
+
+
+def _miscount(query: Query, rng: random.Random) -> Query:
+    groups = list(query.objects)
+    for i, group in enumerate(groups):
+        if group.count > 1:
+            room = vocab.MAX_OBJECTS - sum(g.count for g in groups) + group.count
+            groups[i] = replace(group, count=rng.choice([c for c in range(1, room + 1) if c != group.count]))
+    return replace(query, objects=tuple(groups))
+
+
+def _swap_colours(query: Query, rng: random.Random) -> Query:
+    colours = [g.colour for g in query.objects]
+    if len(query.objects) < 2 or None in colours or len(set(colours)) < 2:
+        return query
+    rotated = colours[1:] + colours[:1]
+    return replace(query, objects=tuple(replace(g, colour=c) for g, c in zip(query.objects, rotated)))
+
+
+def _shapes_only(query: Query, rng: random.Random) -> Query:
+    return Query(tuple(ObjectQuery(g.shape, count=g.count) for g in query.objects))
+
+
+# Generators that get everything right but one thing, as weak models do: each should fail
+# its own categories and leave the others at the truth's score.
+SIMULATED_FAILURES: dict[str, Callable[[Query, random.Random], Query]] = {
+    "ignores layout": _ignore_layout,
+    "miscounts": _miscount,
+    "swaps colours": _swap_colours,
+    "knows only shapes": _shapes_only,
 }
 
 
@@ -109,6 +146,14 @@ def validate(prompts: Sequence[EvalPrompt], images_per_prompt: int = 4, size: in
                     for pid, imgs in truth.items()}
     record("uniform noise", _score(prompts, noise_images))
     record("shuffled prompts", _score(prompts, truth, against=_shuffled(prompts)))
+
+    for name, weaken in SIMULATED_FAILURES.items():
+        images = {}
+        for p in prompts:
+            rng = random.Random(int(p.id))
+            images[p.id] = [render(realize(weaken(p.query, rng), random.Random(sample_seed(p, k)), size=size))
+                            for k in range(images_per_prompt)]
+        record(name, _score(prompts, images))
 
     colour_prompts = [p for p in prompts if p.category == "colours"]
     base = rows["truth"]["categories"]["colours"]["score"]
