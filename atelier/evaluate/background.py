@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from atelier.evaluate.colour import name
 from atelier.world import vocab
@@ -26,10 +27,28 @@ class BackgroundReading:
     direction: str | None
     model: np.ndarray  # [H, W, 3] float, the fitted background image
     inliers: float  # fraction of pixels the model explains
+    # Patterns only: the pixels beside a boundary between cells, and the two colours.
+    seams: np.ndarray | None = None
+    pair: tuple[np.ndarray, np.ndarray] | None = None
 
     def distance(self, image: np.ndarray) -> np.ndarray:
         """Per-pixel RGB distance of an image from this background, [H, W]."""
         return np.linalg.norm(image - self.model, axis=-1)
+
+    def foreground(self, image: np.ndarray, threshold: float) -> np.ndarray:
+        """Pixels that are not background, [H, W] bool. On a pattern's seams a blend of its
+        two colours (blur, compression) is background, unless it continues an object from
+        off the seam: an object whose colour happens to lie between the two stays whole."""
+        outside = self.distance(image) > threshold
+        if self.seams is None:
+            return outside
+        first, second = self.pair
+        axis = second - first
+        t = np.clip((image - first) @ axis / max(float(axis @ axis), 1e-6), 0, 1)
+        blend = np.linalg.norm(image - (first + t[..., None] * axis), axis=-1) <= threshold
+        off_seam = outside & ~self.seams
+        continued = ndimage.binary_dilation(off_seam, iterations=2)  # seams are two pixels wide
+        return off_seam | (outside & self.seams & (~blend | continued))
 
 
 def _inliers(image: np.ndarray, model: np.ndarray) -> float:
@@ -75,8 +94,9 @@ def _phase(profile: np.ndarray, period: int) -> int:
     return int(scores.argmax())
 
 
-def _fit_pattern(image: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Two colours on the world's pattern grid, at whatever phase the image has it."""
+def _fit_pattern(image: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two colours on the world's pattern grid, at whatever phase the image has it, the
+    model image and the seams (pixels beside a cell boundary)."""
     size = image.shape[0]
     period = max(1, round(vocab.PATTERN_PERIOD * size))
     rows = np.abs(np.diff(image, axis=0)).sum(axis=(1, 2))
@@ -85,7 +105,14 @@ def _fit_pattern(image: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, 
     first = pattern_mask(size, kind, phase_x, phase_y)
     a = np.median(image[first], axis=0)
     b = np.median(image[~first], axis=0)
-    return a, b, np.where(first[:, :, None], a, b)
+    change_y = first[1:] != first[:-1]
+    change_x = first[:, 1:] != first[:, :-1]
+    seams = np.zeros_like(first)
+    seams[1:] |= change_y
+    seams[:-1] |= change_y
+    seams[:, 1:] |= change_x
+    seams[:, :-1] |= change_x
+    return a, b, np.where(first[:, :, None], a, b), seams
 
 
 def read_background(image: np.ndarray) -> BackgroundReading | None:
@@ -100,13 +127,15 @@ def read_background(image: np.ndarray) -> BackgroundReading | None:
         if np.linalg.norm(start - end) >= MIN_SPREAD:
             candidates.append(("gradient", (name(np.clip(start, 0, 1)), name(np.clip(end, 0, 1))), direction, model))
     for kind in ("checkered", "stripes"):
-        first, second, model = _fit_pattern(image, kind)
+        first, second, model, seams = _fit_pattern(image, kind)
         if np.linalg.norm(first - second) >= MIN_SPREAD:
-            candidates.append((kind, (name(first), name(second)), None, model))
+            candidates.append((kind, (name(first), name(second)), None, model, seams, (first, second)))
     scored = [(_inliers(image, c[3]) - COMPLEXITY_PENALTY[c[0]], c) for c in candidates]
-    _, (kind, colours, direction, model) = max(scored, key=lambda item: item[0])
+    _, best = max(scored, key=lambda item: item[0])
+    kind, colours, direction, model = best[:4]
+    seams, pair = best[4:] if len(best) > 4 else (None, None)
     inliers = _inliers(image, model)
     if inliers < MIN_INLIERS:
         return None
-    return BackgroundReading(kind=kind, colours=colours, direction=direction,
-                             model=np.asarray(model, dtype=np.float64), inliers=inliers)
+    return BackgroundReading(kind=kind, colours=colours, direction=direction, inliers=inliers,
+                             model=np.asarray(model, dtype=np.float64), seams=seams, pair=pair)

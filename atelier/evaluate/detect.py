@@ -18,6 +18,11 @@ from atelier.world.shapes import rasterise, shape_frame
 FOREGROUND_DISTANCE = 0.2  # RGB distance (0..1) from the background model
 MIN_AREA = 0.0025  # of the image: smaller specks are not objects
 MIN_SHAPE_IOU = 0.6  # below this a region is not any shape of the world
+# Coverage is measured along the line from background to object colour in two spaces: plain
+# RGB, and one that weighs brightness over hue (Y, Cb, Cr with chroma at 0.15), which keeps
+# edges sharp where colour has been blurred more than brightness (JPEG's 4:2:0, decoders).
+_YCBCR = np.array([[0.299, 0.587, 0.114], [-0.169, -0.331, 0.5], [0.5, -0.419, -0.081]])
+COVERAGE_SPACES = (np.eye(3), _YCBCR.T @ np.diag([1.0, 0.15, 0.15]))
 
 
 @dataclass(frozen=True)
@@ -49,25 +54,27 @@ def size_class(diameter: float) -> str:
     return names[-1]
 
 
-def _fit_shape(alpha: np.ndarray) -> tuple[str | None, float, float]:
-    """Best shape for a region's soft coverage `alpha` (window with a margin): each shape is
-    placed by matching the region's area and centroid, then scored by soft IoU. Returns the
-    shape (None when nothing fits), its IoU and its radius (half diameter) in pixels."""
-    height, width = alpha.shape
-    area = float(alpha.sum())
+def _fit_shape(alphas: list[np.ndarray]) -> tuple[str | None, float, float]:
+    """Best shape for a region given estimates of its soft coverage (window with a margin):
+    each shape is placed by matching an estimate's area and centroid, then scored by soft
+    IoU, keeping the best estimate. Returns the shape (None when nothing fits), its IoU and
+    its radius (half diameter) in pixels."""
+    height, width = alphas[0].shape
     ys, xs = np.mgrid[0:height, 0:width]
-    mean_x = float((alpha * (xs + 0.5)).sum() / area)
-    mean_y = float((alpha * (ys + 0.5)).sum() / area)
-    best: tuple[str | None, float, float] = (None, 0.0, float(np.sqrt(area / np.pi)))
-    for shape in vocab.SHAPES:
-        frame = shape_frame(shape)
-        radius = float(np.sqrt(area / frame.area))
-        cx = mean_x - frame.centroid[0] * radius
-        cy = mean_y + frame.centroid[1] * radius
-        template = rasterise(shape, cx, cy, radius, height, width, supersample=4)
-        iou = float(np.minimum(alpha, template).sum() / np.maximum(alpha, template).sum())
-        if iou > best[1]:
-            best = (shape, iou, radius)
+    best: tuple[str | None, float, float] = (None, 0.0, float(np.sqrt(alphas[0].sum() / np.pi)))
+    for alpha in alphas:
+        area = float(alpha.sum())
+        mean_x = float((alpha * (xs + 0.5)).sum() / area)
+        mean_y = float((alpha * (ys + 0.5)).sum() / area)
+        for shape in vocab.SHAPES:
+            frame = shape_frame(shape)
+            radius = float(np.sqrt(area / frame.area))
+            cx = mean_x - frame.centroid[0] * radius
+            cy = mean_y + frame.centroid[1] * radius
+            template = rasterise(shape, cx, cy, radius, height, width, supersample=4)
+            iou = float(np.minimum(alpha, template).sum() / np.maximum(alpha, template).sum())
+            if iou > best[1]:
+                best = (shape, iou, radius)
     if best[1] < MIN_SHAPE_IOU:
         return None, best[1], best[2]
     return best
@@ -113,8 +120,7 @@ def _colour(pixels_rgb: np.ndarray, mask: np.ndarray, depth: np.ndarray, image_s
 
 def read_objects(image: np.ndarray, background: BackgroundReading) -> tuple[Detection, ...]:
     size = image.shape[1]
-    distance = background.distance(image)
-    labels, _ = ndimage.label(distance > FOREGROUND_DISTANCE)
+    labels, _ = ndimage.label(background.foreground(image, FOREGROUND_DISTANCE))
     detections = []
     pad = 2
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
@@ -134,12 +140,15 @@ def read_objects(image: np.ndarray, background: BackgroundReading) -> tuple[Dete
         # Measured along the line from background to the rim's colour, so that compression
         # noise across that line does not count as coverage.
         rim_colour = np.asarray(vocab.secondary_shade(tuple(primary), colour)) if texture == "outlined" else primary
-        towards = rim_colour - model
-        share = ((window - model) * towards).sum(-1) / np.maximum((towards * towards).sum(-1), 1e-6)
         rim = ndimage.binary_dilation(mask) & ~_crop(labels > 0, y0, y1, x0, x1) | mask
-        alpha = np.where(rim, np.clip(share, 0, 1), 0.0)
-        alpha[ndimage.binary_erosion(mask)] = 1.0
-        shape, iou, radius = _fit_shape(alpha)
+        alphas = []
+        for space in COVERAGE_SPACES:
+            towards = (rim_colour - model) @ space
+            share = (((window - model) @ space) * towards).sum(-1) / np.maximum((towards * towards).sum(-1), 1e-6)
+            alpha = np.where(rim, np.clip(share, 0, 1), 0.0)
+            alpha[ndimage.binary_erosion(mask)] = 1.0
+            alphas.append(alpha)
+        shape, iou, radius = _fit_shape(alphas)
         cx = (box[1].start + box[1].stop) / 2 / size
         cy = (box[0].start + box[0].stop) / 2 / size
         diameter = 2 * radius / size
