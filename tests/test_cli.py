@@ -22,6 +22,10 @@ def test_sample_writes_images_captions_and_truth(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir())[:3] == ["000000.json", "000000.png", "000000.txt"]
     truth = json.loads((tmp_path / "000000.json").read_text())
     assert truth["caption"] == (tmp_path / "000000.txt").read_text().strip()
+    for obj in truth["scene"]["objects"]:
+        x0, y0, x1, y1 = obj["box"]
+        assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
+        assert {"shape", "colour", "size", "texture", "region"} <= obj.keys()
 
 
 def test_eval_generates_and_scores_the_suite(tmp_path, capsys):

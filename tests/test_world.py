@@ -78,11 +78,13 @@ def test_truth_matches_pixels():
                 assert np.abs(image[full] - np.array(obj.rgb)).max() < 0.01
 
 
-def test_masks_are_lazy():
+def test_masks_and_boxes_are_lazy():
     sample = make_sample(0, 1)
     assert "masks" not in sample.__dict__
     assert sample.masks.dtype == bool
     assert "masks" in sample.__dict__
+    for mask, (x0, y0, x1, y1) in zip(sample.masks, sample.boxes):
+        assert mask[y0:y1, x0:x1].sum() == mask.sum()
 
 
 def test_shards_partition_the_stream():

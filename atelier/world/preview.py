@@ -53,6 +53,9 @@ def write_samples(out_dir: Path, seed: int = 0, count: int = 16, size: int = 64,
         stem = out_dir / f"{sample.index:06d}"
         Image.fromarray(sample.image).save(stem.with_suffix(".png"))
         stem.with_suffix(".txt").write_text(sample.caption + "\n")
-        truth = {"caption": sample.caption, "query": sample.query.to_dict(), "scene": sample.scene.to_dict()}
+        scene = sample.scene.to_dict()
+        for obj, box in zip(scene["objects"], sample.boxes):
+            obj["box"] = list(box)
+        truth = {"caption": sample.caption, "query": sample.query.to_dict(), "scene": scene}
         stem.with_suffix(".json").write_text(json.dumps(truth, indent=1) + "\n")
     return count

@@ -89,10 +89,10 @@ def object_masks(scene: Scene) -> np.ndarray:
     return np.stack([object_coverage(scene, i) >= 0.5 for i in range(len(scene.objects))])
 
 
-def object_boxes(scene: Scene) -> list[tuple[int, int, int, int]]:
+def object_boxes(scene: Scene, masks: np.ndarray | None = None) -> list[tuple[int, int, int, int]]:
     """Bounding box (x0, y0, x1, y1), end-exclusive, of each object's pixel mask."""
     boxes = []
-    for mask in object_masks(scene):
+    for mask in object_masks(scene) if masks is None else masks:
         ys, xs = np.nonzero(mask)
         boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
     return boxes

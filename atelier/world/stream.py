@@ -15,7 +15,7 @@ import numpy as np
 
 from atelier.world.caption import describe, say
 from atelier.world.query import Query
-from atelier.world.render import object_masks, render
+from atelier.world.render import object_boxes, object_masks, render
 from atelier.world.scene import Scene, check_size, sample_scene
 from atelier.world.splits import check_split
 
@@ -38,6 +38,11 @@ class Sample:
     def masks(self) -> np.ndarray:
         """Per-object pixel masks, [n, size, size] bool; computed on first use."""
         return object_masks(self.scene)
+
+    @cached_property
+    def boxes(self) -> list[tuple[int, int, int, int]]:
+        """Per-object bounding boxes (x0, y0, x1, y1), end-exclusive, of the masks."""
+        return object_boxes(self.scene, self.masks)
 
 
 def make_sample(seed: int, index: int, size: int = 64, split: str = "train") -> Sample:
