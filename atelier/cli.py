@@ -37,9 +37,12 @@ def _progress_printer(label: str):
 
 
 def _generate(model: str, prompts, out_dir: Path, n: int, steps: int | None) -> None:
-    """Write DIR/<prompt id>/<k>.png for every prompt, from the world's truth or a model."""
+    """Write DIR/<prompt id>/<k>.png for every prompt, from the world's truth or a model.
+    A folder that already holds samples is refused: mixing two runs would score neither."""
     from PIL import Image
 
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise SystemExit(f"error: {out_dir} already holds files; give an empty or new folder for the samples")
     from atelier.evaluate.suite import sample_seed, truth_images
 
     if model == "world":
@@ -87,10 +90,7 @@ def _eval(args: argparse.Namespace) -> None:
         raise SystemExit("give a folder of samples (atelier eval --suite images DIR), --model PATH, or --validate")
     else:
         folder = args.samples
-    try:
-        results = score_folder(Path(folder), prompts, partial=args.partial, progress=_progress_printer("scoring"))
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from error
+    results = score_folder(Path(folder), prompts, partial=args.partial, progress=_progress_printer("scoring"))
     out = report(results, suite=args.suite, samples=str(folder), model=args.model)
     print(format_table(out))
     _write_json(args.json or Path(folder) / "eval_images.json", out)
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("action", choices=["preview", "sample", "evalset"])
     world.add_argument("-o", "--output", type=Path, default=Path("preview"))
     world.add_argument("--seed", type=int, default=0)
-    world.add_argument("-n", "--count", type=int, default=24)
+    world.add_argument("-n", "--count", type=_positive, default=24)
     world.add_argument("--size", type=int, default=64, help="image side, 32 to 256")
     world.add_argument("--split", default="train", choices=["train", "all"])
     world.add_argument("--write", action="store_true", help="evalset: regenerate the committed prompt file")
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--suite", default="images")
     evaluate.add_argument("--model", help="'world' for ground-truth renders, or a model folder")
     evaluate.add_argument("--steps", type=int, default=None, help="sampling steps for --model")
-    evaluate.add_argument("-n", type=int, default=4, help="images per prompt (with --model or --validate)")
+    evaluate.add_argument("-n", type=_positive, default=4, help="images per prompt (with --model or --validate)")
     evaluate.add_argument("--size", type=int, default=64, help="image side for --validate")
     evaluate.add_argument("--partial", action="store_true", help="score the prompts present, skip the rest")
     evaluate.add_argument("--validate", action="store_true", help="print the oracle's validation table")
@@ -149,11 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         raise SystemExit(f"error: {error}") from error
 
 

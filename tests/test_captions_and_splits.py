@@ -5,9 +5,9 @@ import random
 import pytest
 
 from atelier.world import evalset, vocab
-from atelier.world.caption import describe, held_out_words, say, train_vocabulary, words
+from atelier.world.caption import HELD_OUT, PLURALS, TRAIN, describe, held_out_words, say, train_vocabulary, words
 from atelier.world.query import BackgroundQuery, ObjectQuery, Query, RelationQuery
-from atelier.world.scene import realize, sample_scene
+from atelier.world.scene import contrasts, realize, sample_scene
 from atelier.world.splits import HELD_OUT_COUNTS, HELD_OUT_PAIRS, HELD_OUT_RELATIONS, held_out_facts
 from atelier.world.stream import WorldStream
 
@@ -81,10 +81,44 @@ def test_eval_set_is_balanced_and_tagged():
         assert bool(set(words(p.text)) & reserved) == (p.subset == "held_out_phrasings"), p.text
 
 
-def test_every_eval_prompt_can_be_drawn():
-    for p in evalset.load()[::5]:
+def test_every_eval_prompt_can_be_drawn_within_the_worlds_rules():
+    for p in evalset.load()[::3]:
         scene = realize(p.query, random.Random(0))
-        assert p.query.satisfied_by(scene.objects, scene.background)
+        assert len(scene.objects) == sum(g.count for g in p.query.objects)
+        assert len({o.region for o in scene.objects}) == len(scene.objects)
+        for obj in scene.objects:
+            assert obj.texture in vocab.textures_for(obj.shape, obj.size)
+            assert contrasts(obj, scene.background)
+
+
+def _synonyms(table: str, key) -> set[str]:
+    return set(getattr(TRAIN, table).get(key, ())) | set(getattr(HELD_OUT, table).get(key, ()))
+
+
+def _says(text: str, phrases: set[str]) -> bool:
+    """Whether any phrase occurs in the text as whole words."""
+    padded = f" {' '.join(words(text))} "
+    return any(f" {' '.join(words(phrase))} " in padded for phrase in phrases)
+
+
+def test_eval_prompt_texts_say_their_queries():
+    for p in evalset.load():
+        for group in p.query.objects:
+            nouns = _synonyms("shapes", group.shape)
+            assert _says(p.text, nouns | {PLURALS.get(n, n + "s") for n in nouns}), (p.text, group)
+            for table, value in (("colours", group.colour), ("sizes", group.size), ("regions", group.region)):
+                if value:
+                    assert _says(p.text, _synonyms(table, value)), (p.text, table, value)
+            if group.texture:
+                said = _synonyms("texture_adjectives", group.texture) | _synonyms("texture_phrases", group.texture)
+                assert _says(p.text, said), (p.text, group)
+            if group.count > 1:
+                assert _says(p.text, _synonyms("counts", group.count)), (p.text, group)
+        for rel in p.query.relations:
+            assert _says(p.text, _synonyms("relations", rel.relation)), (p.text, rel)
+        if p.query.background and p.query.background.colours:
+            for colour in p.query.background.colours:
+                assert _says(p.text, _synonyms("colours", colour)), (p.text, colour)
 
 
 def test_grammar_examples():
@@ -112,6 +146,19 @@ def test_queries_reject_what_the_world_cannot_say():
         ObjectQuery("star", count=2, region="top left")
     with pytest.raises(ValueError, match="at most"):
         Query((ObjectQuery("star", count=3), ObjectQuery("circle", count=2)))
-    with pytest.raises(ValueError, match="no such object"):
+    with pytest.raises(ValueError, match="draws no small striped star"):
         realize(Query((ObjectQuery("star", size="small", texture="striped"),)), random.Random(0))
+    with pytest.raises(ValueError, match="draws no striped ring"):
+        realize(Query((ObjectQuery("ring", texture="striped"),)), random.Random(0))
+    with pytest.raises(ValueError, match="same region"):
+        Query((ObjectQuery("circle", region="top"), ObjectQuery("square", region="top")))
+    with pytest.raises(ValueError, match="could describe the same objects"):
+        Query((ObjectQuery("circle"), ObjectQuery("circle", colour="red")))
+    with pytest.raises(ValueError, match="to itself"):
+        Query((ObjectQuery("circle"), ObjectQuery("star")), relations=(RelationQuery(0, "above", 0),))
+    with pytest.raises(ValueError, match="too alike"):
+        realize(Query((ObjectQuery("star"),), background=BackgroundQuery("checkered", ("orange", "yellow"))),
+                random.Random(0))
+    # Two distinct groups of one shape are fine when an attribute both name tells them apart.
+    Query((ObjectQuery("circle", colour="blue"), ObjectQuery("circle", colour="red")))
     assert vocab.textures_for("ring") == ("solid",)

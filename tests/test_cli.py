@@ -57,6 +57,32 @@ def test_eval_refuses_a_partial_folder_unless_asked(tmp_path, capsys):
     assert "single_object" in capsys.readouterr().out
 
 
+def test_eval_refuses_ambiguous_or_empty_folders(tmp_path):
+    folder = tmp_path / "dup"
+    prompt = evalset.load()[0]
+    (folder / prompt.id).mkdir(parents=True)
+    from atelier.evaluate.suite import truth_images
+
+    image = Image.fromarray(truth_images(prompt, 1)[0])
+    image.save(folder / prompt.id / "0.png")
+    image.save(folder / prompt.id / "0.jpg")
+    with pytest.raises(SystemExit, match="more than one file for the same sample"):
+        main(["eval", "--suite", "images", str(folder), "--partial"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no samples for any prompt"):
+        main(["eval", "--suite", "images", str(tmp_path / "empty"), "--partial"])
+    # Generating into a folder that already holds samples would mix two runs.
+    with pytest.raises(SystemExit, match="already holds files"):
+        main(["eval", "--suite", "images", "--model", "world", "-n", "1", str(folder)])
+    assert sorted(p.name for p in (folder / prompt.id).iterdir()) == ["0.jpg", "0.png"]
+
+
+def test_counts_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--suite", "images", "--validate", "-n", "0"])
+    assert "must be at least 1" in capsys.readouterr().err
+
+
 def test_eval_errors_are_plain(tmp_path):
     with pytest.raises(SystemExit, match="no such folder"):
         main(["eval", "--suite", "images", str(tmp_path / "missing")])

@@ -153,3 +153,44 @@ def test_realize_draws_only_what_is_asked():
     query = Query((ObjectQuery("heart", count=3, colour="pink"),), background=BackgroundQuery("solid", ("black",)))
     scene = realize(query, random.Random(1))
     assert len(scene.objects) == 3 and {o.colour for o in scene.objects} == {"pink"}
+
+
+def _png(tmp_path, array, mode=None, name="0.png"):
+    from PIL import Image
+
+    path = tmp_path / name
+    Image.fromarray(array, mode=mode).save(path)
+    return path
+
+
+def test_image_formats_are_read_or_refused_plainly(tmp_path):
+    from atelier.evaluate.suite import load_image
+
+    truth = render(_scene([_object("star", "red", 4)]))
+    reference = load_image(_png(tmp_path, truth))
+    grey = load_image(_png(tmp_path, truth.mean(-1).astype(np.uint8), name="grey.png"))
+    assert grey.shape == (64, 64, 3) and np.allclose(grey[..., 0], grey[..., 2])
+    opaque = np.dstack([truth, np.full((64, 64), 255, np.uint8)])
+    assert np.allclose(load_image(_png(tmp_path, opaque, name="rgba.png")), reference)
+    deep = (truth.mean(-1) * 257).astype(np.uint16)
+    assert abs(load_image(_png(tmp_path, deep, name="deep.png")).mean() - truth.mean() / 255) < 0.01
+    transparent = opaque.copy()
+    transparent[0, 0, 3] = 0
+    with pytest.raises(ValueError, match="transparent"):
+        load_image(_png(tmp_path, transparent, name="clear.png"))
+    with pytest.raises(ValueError, match="at least 32"):
+        load_image(_png(tmp_path, truth[:16, :16], name="tiny.png"))
+    with pytest.raises(ValueError, match="0..1"):
+        read(np.full((64, 64, 3), 2.0))
+    with pytest.raises(ValueError, match="pixel type"):
+        read(np.zeros((64, 64, 3), np.int32))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    with pytest.raises(ValueError, match="broken.png: not a readable image"):
+        load_image(tmp_path / "broken.png")
+
+
+def test_validation_runs_on_part_of_the_set():
+    part = [p for p in evalset.load() if p.category in ("counting", "texture")][::6]
+    table = validate(part, images_per_prompt=1)
+    assert table["recolour"] == {}
+    assert set(table["conditions"]["truth"]["categories"]) == {"counting", "texture"}

@@ -45,7 +45,8 @@ class Reading:
 
 
 def size_class(diameter: float) -> str:
-    """Nearest size class, split halfway between one class's smallest and the next's largest."""
+    """Size class of a diameter: classes split halfway between one class's largest diameter
+    and the next class's smallest."""
     names = vocab.SIZE_NAMES
     for smaller, larger in zip(names, names[1:]):
         boundary = (vocab.SIZES[smaller] + vocab.SIZES[larger] * (1 - vocab.SIZE_JITTER)) / 2
@@ -170,21 +171,47 @@ def _crop(array: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     return out
 
 
+MIN_SIDE = 32
+
+
 def to_float(image) -> np.ndarray:
-    """An image (PIL, or uint8 / float array) as [H, W, 3] float in 0..1; must be square."""
+    """An image as [H, W, 3] float in 0..1: a PIL image, or an array of uint8, uint16, or
+    float in 0..1; grey or RGB, with an alpha channel only if fully opaque; square, at least
+    MIN_SIDE pixels. Anything else is refused with the reason, never guessed at."""
     if hasattr(image, "convert"):
-        image = np.asarray(image.convert("RGB"))
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            image = np.asarray(image, dtype=np.float64) / (65535.0 if image.mode.startswith("I;16") else 1.0)
+        elif "A" in image.getbands() or "transparency" in image.info:
+            image = np.asarray(image.convert("RGBA"))
+        else:
+            image = np.asarray(image.convert("RGB"))
     array = np.asarray(image)
     if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise ValueError(f"expected an RGB image, got an array of shape {array.shape}")
-    array = array[:, :, :3]
-    if array.shape[0] != array.shape[1]:
-        raise ValueError(f"the oracle reads square images, got {array.shape[1]}x{array.shape[0]}")
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected a grey or RGB image, got an array of shape {array.shape}")
     if array.dtype == np.uint8:
-        return array.astype(np.float64) / 255.0
-    return np.clip(array.astype(np.float64), 0.0, 1.0)
+        array = array.astype(np.float64) / 255.0
+    elif array.dtype == np.uint16:
+        array = array.astype(np.float64) / 65535.0
+    elif np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float64)
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise ValueError("a float image must hold finite values in 0..1")
+    else:
+        raise ValueError(f"unsupported pixel type {array.dtype}; use uint8, uint16 or float in 0..1")
+    if array.shape[2] in (2, 4):
+        if (array[:, :, -1] < 1.0).any():
+            raise ValueError("the image has transparent pixels; the oracle reads opaque images")
+        array = array[:, :, :-1]
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    height, width = array.shape[:2]
+    if height != width:
+        raise ValueError(f"the oracle reads square images, got {width}x{height}")
+    if width < MIN_SIDE:
+        raise ValueError(f"the oracle reads images of at least {MIN_SIDE} pixels, got {width}x{height}")
+    return array
 
 
 def read(image) -> Reading:

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from atelier.evaluate.detect import read
+from atelier.evaluate.detect import read, to_float
 from atelier.world.evalset import CATEGORIES, SUBSETS, EvalPrompt
 from atelier.world.query import Query
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 BOOTSTRAP_SAMPLES = 1000
-DEFAULT_IMAGES_PER_PROMPT = 4
 
 
 @dataclass(frozen=True)
@@ -63,19 +62,18 @@ def summarise(results: Sequence[PromptResult]) -> dict:
     since images of one prompt are not independent); deterministic."""
     rng = np.random.default_rng(0)
 
-    def grouped(field: str, names: Sequence[str]) -> dict:
-        rows = {}
-        for name in names:
-            scores = np.array([r.score for r in results if getattr(r.prompt, field) == name])
-            if len(scores):
-                rows[name] = {"score": float(scores.mean()), "ci95": list(_bootstrap(scores, rng)),
-                              "prompts": len(scores)}
-        return rows
+    def scores_by(field: str, names: Sequence[str]) -> dict[str, np.ndarray]:
+        groups = {name: np.array([r.score for r in results if getattr(r.prompt, field) == name]) for name in names}
+        return {name: scores for name, scores in groups.items() if len(scores)}
 
-    categories = grouped("category", CATEGORIES)
-    subsets = grouped("subset", SUBSETS)
+    def rows(groups: dict[str, np.ndarray]) -> dict:
+        return {name: {"score": float(scores.mean()), "ci95": list(_bootstrap(scores, rng)), "prompts": len(scores)}
+                for name, scores in groups.items()}
+
+    by_category = scores_by("category", CATEGORIES)
+    categories = rows(by_category)
+    subsets = rows(scores_by("subset", SUBSETS))
     overall = float(np.mean([c["score"] for c in categories.values()])) if categories else float("nan")
-    by_category = {c: np.array([r.score for r in results if r.prompt.category == c]) for c in categories}
     draws = [np.mean([s[rng.integers(0, len(s), len(s))].mean() for s in by_category.values()])
              for _ in range(BOOTSTRAP_SAMPLES)] if by_category else [float("nan")]
     return {
@@ -115,22 +113,28 @@ def format_table(summary: dict) -> str:
 
 
 def load_image(path: Path) -> np.ndarray:
-    """An image file as an RGB array, or a clear error naming the file."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file as a float RGB array the oracle reads, or a clear error naming the file."""
+    from PIL import Image
 
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            image.load()
+            return to_float(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ValueError(f"{path}: not a readable image ({error})") from error
 
 
 def sample_paths(folder: Path, prompt: EvalPrompt) -> list[Path]:
+    """The prompt's samples in order of k; two files for one k (0.png and 0.jpg) are refused."""
     directory = folder / prompt.id
     if not directory.is_dir():
         return []
-    return sorted((p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-                  key=lambda p: (len(p.stem), p.stem))
+    paths = sorted((p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                   key=lambda p: (len(p.stem), p.stem))
+    stems = [p.stem for p in paths]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"{directory}: more than one file for the same sample ({', '.join(p.name for p in paths)})")
+    return paths
 
 
 def score_folder(folder: Path, prompts: Sequence[EvalPrompt], partial: bool = False,
@@ -148,6 +152,8 @@ def score_folder(folder: Path, prompts: Sequence[EvalPrompt], partial: bool = Fa
                          f"expected DIR/<prompt id>/<k>.png, or pass --partial to score what is there")
     results = []
     chosen = [p for p in prompts if found[p.id]]
+    if not chosen:
+        raise ValueError(f"{folder}: no samples for any prompt; expected DIR/<prompt id>/<k>.png")
     for done, prompt in enumerate(chosen, start=1):
         results.append(score_prompt(prompt, [load_image(path) for path in found[prompt.id]]))
         if progress:

@@ -100,7 +100,11 @@ def _scenes(prompts: Sequence[EvalPrompt], n: int, size: int) -> dict[str, list[
 
 
 def _score(prompts, images: dict[str, list[np.ndarray]], against: dict[str, EvalPrompt] | None = None):
-    return [score_prompt(against[p.id] if against else p, images[p.id]) for p in prompts]
+    """Score each prompt's images against the prompt, or against its partner in `against`
+    (prompts without a partner are left out)."""
+    if against is None:
+        return [score_prompt(p, images[p.id]) for p in prompts]
+    return [score_prompt(against[p.id], images[p.id]) for p in prompts if p.id in against]
 
 
 def _shuffled(prompts: Sequence[EvalPrompt], seed: int = 0) -> dict[str, EvalPrompt]:
@@ -156,9 +160,9 @@ def validate(prompts: Sequence[EvalPrompt], images_per_prompt: int = 4, size: in
         record(name, _score(prompts, images))
 
     colour_prompts = [p for p in prompts if p.category == "colours"]
-    base = rows["truth"]["categories"]["colours"]["score"]
     recolour_rows = {}
-    for fraction in RECOLOUR_FRACTIONS:
+    for fraction in RECOLOUR_FRACTIONS if colour_prompts else ():
+        base = rows["truth"]["categories"]["colours"]["score"]
         rng_pick = random.Random(int(fraction * 1000))
         slots = [(p.id, k) for p in colour_prompts for k in range(images_per_prompt)]
         chosen = set(rng_pick.sample(slots, round(fraction * len(slots))))
@@ -177,7 +181,8 @@ def validate(prompts: Sequence[EvalPrompt], images_per_prompt: int = 4, size: in
 def format_validation(table: dict) -> str:
     lines = [f"{'condition':<18}{'overall':>8}   " + " ".join(f"{c[:8]:>8}" for c in CATEGORIES)]
     for name, row in table["conditions"].items():
-        cells = " ".join(f"{row['categories'][c]['score']:>8.3f}" for c in CATEGORIES)
+        cells = " ".join(f"{row['categories'][c]['score']:>8.3f}" if c in row["categories"] else f"{'-':>8}"
+                         for c in CATEGORIES)
         lines.append(f"{name:<18}{row['overall']:>8.3f}   {cells}")
     lines.append("")
     lines.append("recolour k% of colour-category objects: colours score (drop)")

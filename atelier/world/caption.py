@@ -86,7 +86,7 @@ HELD_OUT = Lexicon(
     pattern_adjectives={"checkered": ("chequered",)},
 )
 
-_PLURALS = {"cross": "crosses", "plus sign": "plus signs", "half circle": "half circles"}
+PLURALS = {"cross": "crosses", "plus sign": "plus signs", "half circle": "half circles"}
 _PREFIXES = ("", "", "", "a picture of ", "an image of ", "a drawing of ", "a simple illustration of ")
 
 
@@ -118,7 +118,7 @@ def train_vocabulary() -> frozenset[str]:
         " there is are and an on against with from to gradient fading background of horizontal stripes "
         "running left right top bottom an"
     )
-    plural_words = {w for p in _PLURALS.values() for w in words(p)} | {
+    plural_words = {w for p in PLURALS.values() for w in words(p)} | {
         w + "s" for ws in TRAIN.shapes.values() for p in ws for w in words(p)
     }
     return frozenset(_lexicon_words(TRAIN) | set(words(frames)) | plural_words)
@@ -145,7 +145,7 @@ class _Speaker:
         word = self.pick("shapes", shape)
         if not plural:
             return word
-        return _PLURALS.get(word, word + "s")
+        return PLURALS.get(word, word + "s")
 
     def object_phrase(self, group: ObjectQuery) -> str:
         rng = self.rng

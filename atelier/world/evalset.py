@@ -67,17 +67,12 @@ def _pair(rng: random.Random, held_out: bool) -> tuple[str, str]:
             return pair
 
 
-def _two_shapes(rng: random.Random) -> tuple[str, str]:
-    a, b = rng.sample(vocab.SHAPES, 2)
-    return a, b
-
-
 def _single_object(rng, subset):
     return Query((ObjectQuery(rng.choice(vocab.SHAPES)),))
 
 
 def _two_objects(rng, subset):
-    a, b = _two_shapes(rng)
+    a, b = rng.sample(vocab.SHAPES, 2)
     return Query((ObjectQuery(a), ObjectQuery(b)))
 
 
@@ -102,7 +97,7 @@ def _position(rng, subset):
         return Query((ObjectQuery(rng.choice(vocab.SHAPES), region=rng.choice(vocab.REGIONS)),))
     else:
         while True:
-            (a, b), relation = _two_shapes(rng), rng.choice(vocab.RELATIONS)
+            (a, b), relation = rng.sample(vocab.SHAPES, 2), rng.choice(vocab.RELATIONS)
             if (a, relation, b) not in HELD_OUT_RELATIONS:
                 break
     return Query((ObjectQuery(a), ObjectQuery(b)), relations=(RelationQuery(0, relation, 1),))
@@ -120,7 +115,7 @@ def _colour_attribution(rng, subset):
 def _size(rng, subset):
     if rng.random() < 0.5:
         return Query((ObjectQuery(rng.choice(vocab.SHAPES), size=rng.choice(vocab.SIZE_NAMES)),))
-    (a, b), (size_a, size_b) = _two_shapes(rng), rng.sample(vocab.SIZE_NAMES, 2)
+    (a, b), (size_a, size_b) = rng.sample(vocab.SHAPES, 2), rng.sample(vocab.SIZE_NAMES, 2)
     return Query((ObjectQuery(a, size=size_a), ObjectQuery(b, size=size_b)))
 
 

@@ -119,6 +119,16 @@ class Query:
             for index in (rel.subject, rel.reference):
                 if not 0 <= index < len(self.objects) or self.objects[index].count != 1:
                     raise ValueError(f"relation {rel} must link two single-object groups")
+            if rel.subject == rel.reference:
+                raise ValueError(f"relation {rel} links a group to itself")
+        regions = [g.region for g in self.objects if g.region is not None]
+        if len(regions) != len(set(regions)):
+            raise ValueError(f"two groups are asked to stand in the same region: {regions}")
+        for i, a in enumerate(self.objects):
+            for b in self.objects[i + 1:]:
+                if _could_be_the_same(a, b):
+                    raise ValueError(f"'{_describe(a)}' and '{_describe(b)}' could describe the same objects; "
+                                     f"groups must differ in an attribute both name")
 
     def failures(self, objects: Sequence[Observed], background: ObservedBackground | None) -> list[str]:
         """Reasons the observation does not satisfy the query; empty when it does."""
@@ -166,6 +176,15 @@ class Query:
                 direction=background.get("direction"),
             ),
         )
+
+
+def _could_be_the_same(a: ObjectQuery, b: ObjectQuery) -> bool:
+    """Whether one object could match both groups (same shape, no attribute named by both
+    with different values), which would make exact counts contradict each other."""
+    if a.shape != b.shape:
+        return False
+    return all(x is None or y is None or x == y
+               for x, y in ((a.colour, b.colour), (a.size, b.size), (a.texture, b.texture)))
 
 
 def _describe(group: ObjectQuery) -> str:

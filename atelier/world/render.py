@@ -15,7 +15,9 @@ from atelier.world.shapes import sprite
 def _ramp(size: int, direction: str) -> np.ndarray:
     t = np.linspace(0.0, 1.0, size, dtype=np.float32)
     ramp = t[None, :, None] if direction == "horizontal" else t[:, None, None]
-    return np.ascontiguousarray(np.broadcast_to(ramp, (size, size, 1)))
+    out = np.ascontiguousarray(np.broadcast_to(ramp, (size, size, 1)))
+    out.setflags(write=False)
+    return out
 
 
 @lru_cache(maxsize=64)
@@ -25,10 +27,13 @@ def pattern_mask(size: int, kind: str, phase_x: int = 0, phase_y: int = 0) -> np
     cells_y = (np.arange(size) + phase_y) // period
     cells_x = (np.arange(size) + phase_x) // period
     if kind == "checkered":
-        return (cells_y[:, None] + cells_x[None, :]) % 2 == 0
-    if kind == "stripes":
-        return np.broadcast_to((cells_y % 2 == 0)[:, None], (size, size))
-    raise ValueError(f"{kind!r} is not a patterned background")
+        mask = (cells_y[:, None] + cells_x[None, :]) % 2 == 0
+    elif kind == "stripes":
+        mask = np.repeat((cells_y % 2 == 0)[:, None], size, axis=1)
+    else:
+        raise ValueError(f"{kind!r} is not a patterned background")
+    mask.setflags(write=False)  # cached: shared by every caller
+    return mask
 
 
 def render_background(background: Background, size: int) -> np.ndarray:

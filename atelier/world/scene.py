@@ -9,6 +9,7 @@ platforms, so the same seed gives the same scene everywhere.
 from __future__ import annotations
 
 import math
+import numbers
 import random
 from dataclasses import dataclass, replace
 
@@ -77,9 +78,9 @@ class Scene:
 
 
 def check_size(size: int) -> int:
-    if not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not MIN_SIZE <= size <= MAX_SIZE:
         raise ValueError(f"image size must be an integer from {MIN_SIZE} to {MAX_SIZE}, got {size!r}")
-    return size
+    return int(size)
 
 
 def _distance(a: RGB, b: RGB) -> float:
@@ -146,13 +147,14 @@ def _random_background(rng: random.Random, kind: str | None = None, colours: tup
     if kind is None:
         kind = rng.choices(list(BACKGROUND_WEIGHTS), weights=list(BACKGROUND_WEIGHTS.values()))[0]
     n = 1 if kind == "solid" else 2
-    while True:
+    named = [vocab.colour_unit(c) for c in colours]
+    if n == 2 and named and _distance(named[0], named[1]) < PATTERN_CONTRAST:
+        raise ValueError(f"background colours {colours} are too alike to draw a {kind}")
+    while True:  # named colours that are far enough apart stay so after a few jitters
         names = colours or tuple(rng.sample(vocab.COLOUR_NAMES, n))
         rgbs = tuple(jitter_colour(rng, c) for c in names)
         if n == 1 or _distance(rgbs[0], rgbs[1]) >= PATTERN_CONTRAST:
             break
-        if colours:
-            raise ValueError(f"background colours {colours} are too alike to draw a {kind}")
     if kind == "gradient" and direction is None:
         direction = rng.choice(vocab.GRADIENT_DIRECTIONS)
     return Background(kind=kind, colours=names, rgbs=rgbs, direction=direction if kind == "gradient" else None)
@@ -188,6 +190,10 @@ def sample_scene(rng: random.Random, size: int = 64, split: str = "train") -> Sc
 def realize(query: Query, rng: random.Random, size: int = 64, attempts: int = 2000) -> Scene:
     """A random scene that satisfies `query`, holding only the objects it asks for."""
     check_size(size)
+    for group in query.objects:
+        sizes = [group.size] if group.size else list(vocab.SIZE_NAMES)
+        if group.texture and not any(group.texture in vocab.textures_for(group.shape, s) for s in sizes):
+            raise ValueError(f"the world draws no {' '.join(filter(None, (group.size, group.texture, group.shape)))}")
     bg_query = query.background
     for _ in range(attempts):
         specs = []  # (group index, shape, colour, size, texture, region or None)
@@ -203,9 +209,6 @@ def realize(query: Query, rng: random.Random, size: int = 64, attempts: int = 20
         free = [r for r in range(vocab.GRID * vocab.GRID) if r not in fixed]
         rng.shuffle(free)
         objects = []
-        if any(texture not in vocab.textures_for(shape, size_name)
-               for _, shape, _, size_name, texture, _ in specs):
-            raise ValueError(f"the world draws no such object: {query.to_dict()}")
         for _, shape, colour, size_name, texture, region in specs:
             cell = vocab.REGIONS.index(region) if region is not None else free.pop()
             objects.append(_make_object(rng, size, cell, shape, colour, size_name, texture))

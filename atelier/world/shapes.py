@@ -94,8 +94,6 @@ class ShapeFrame:
     centre_u: float
     centre_v: float
     scale: float  # raw units per normalised unit
-    half_width: float  # normalised half extents; the larger one is 1
-    half_height: float
     area: float  # normalised units squared
     centroid: tuple[float, float]  # normalised (u, v), relative to the box centre
 
@@ -114,7 +112,6 @@ def shape_frame(shape: str) -> ShapeFrame:
     centre_u, centre_v = (u0 + u1) / 2, (v0 + v1) / 2
     return ShapeFrame(
         centre_u=float(centre_u), centre_v=float(centre_v), scale=float(scale),
-        half_width=float((u1 - u0) / 2 / scale), half_height=float((v1 - v0) / 2 / scale),
         area=float(inside.sum() * step * step / scale**2),
         centroid=(float((us.mean() - centre_u) / scale), float((vs.mean() - centre_v) / scale)),
     )
@@ -148,10 +145,6 @@ class Sprite:
 
     coverage: np.ndarray  # float32 [S, S]
     shade: np.ndarray  # float32 [S, S]
-
-    @property
-    def size(self) -> int:
-        return self.coverage.shape[0]
 
 
 def sprite_window(diameter: float) -> int:

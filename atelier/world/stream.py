@@ -19,11 +19,13 @@ from atelier.world.render import object_boxes, object_masks, render
 from atelier.world.scene import Scene, check_size, sample_scene
 from atelier.world.splits import check_split
 
+INDEX_BITS = 40  # a stream holds 2^40 (about 10^12) samples
+
 
 def scene_rng(seed: int, index: int) -> random.Random:
-    if seed < 0 or index < 0:
-        raise ValueError("seed and index must be non-negative")
-    return random.Random((seed << 40) | index)
+    if seed < 0 or not 0 <= index < 1 << INDEX_BITS:
+        raise ValueError(f"seed must be non-negative and index in [0, 2^{INDEX_BITS}), got {seed}, {index}")
+    return random.Random((seed << INDEX_BITS) | index)
 
 
 @dataclass(frozen=True)
