@@ -26,6 +26,8 @@ def test_sample_writes_images_captions_and_truth(tmp_path):
         x0, y0, x1, y1 = obj["box"]
         assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
         assert {"shape", "colour", "size", "texture", "region"} <= obj.keys()
+    with pytest.raises(SystemExit, match="already holds samples"):
+        main(["world", "sample", "-o", str(tmp_path), "-n", "3"])
 
 
 def test_eval_generates_and_scores_the_suite(tmp_path, capsys):

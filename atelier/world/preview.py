@@ -42,13 +42,17 @@ def write_preview(out_dir: Path, seed: int = 0, count: int = 24, size: int = 64,
 
 def write_samples(out_dir: Path, seed: int = 0, count: int = 16, size: int = 64, split: str = "train") -> int:
     """Scenes as files: NNNNNN.png, NNNNNN.txt (caption) and NNNNNN.json (truth), the image
-    folder layout the trainer reads."""
+    folder layout the trainer reads. Refuses to overwrite files already there."""
     import json
 
     from PIL import Image
 
     out_dir = Path(out_dir)
+    existing = {p.stem for p in out_dir.iterdir()} if out_dir.is_dir() else set()
+    if any(f"{i:06d}" in existing for i in range(count)):
+        raise ValueError(f"{out_dir} already holds samples of these numbers; write to a new folder")
     out_dir.mkdir(parents=True, exist_ok=True)
+    written = 0
     for sample in WorldStream(seed=seed, size=size, split=split, limit=count):
         stem = out_dir / f"{sample.index:06d}"
         Image.fromarray(sample.image).save(stem.with_suffix(".png"))
@@ -58,4 +62,5 @@ def write_samples(out_dir: Path, seed: int = 0, count: int = 16, size: int = 64,
             obj["box"] = list(box)
         truth = {"caption": sample.caption, "query": sample.query.to_dict(), "scene": scene}
         stem.with_suffix(".json").write_text(json.dumps(truth, indent=1) + "\n")
-    return count
+        written += 1
+    return written
