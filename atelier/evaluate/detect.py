@@ -135,20 +135,10 @@ def read_objects(image: np.ndarray, background: BackgroundReading) -> tuple[Dete
         depth = ndimage.distance_transform_edt(mask)  # the window's margin is background
         colour, primary = _colour(window, mask, depth, size)
         texture = _texture(window, mask, depth, colour, primary, size)
-        # Soft coverage: 1 inside, and on the rim the share of the way from background to the
-        # object's colour, which recovers the anti-aliasing the renderer (or a model) drew.
-        model = _crop(background.model, y0, y1, x0, x1)
-        # Measured along the line from background to the rim's colour, so that compression
-        # noise across that line does not count as coverage.
-        rim_colour = np.asarray(vocab.secondary_shade(tuple(primary), colour)) if texture == "outlined" else primary
         rim = ndimage.binary_dilation(mask) & ~_crop(labels > 0, y0, y1, x0, x1) | mask
-        alphas = []
-        for space in COVERAGE_SPACES:
-            towards = (rim_colour - model) @ space
-            share = (((window - model) @ space) * towards).sum(-1) / np.maximum((towards * towards).sum(-1), 1e-6)
-            alpha = np.where(rim, np.clip(share, 0, 1), 0.0)
-            alpha[ndimage.binary_erosion(mask)] = 1.0
-            alphas.append(alpha)
+        model = _crop(background.model, y0, y1, x0, x1)
+        inks = [primary] if texture == "solid" else [primary, np.asarray(vocab.secondary_shade(tuple(primary), colour))]
+        alphas = [_coverage(window, model, inks, space, rim, ndimage.binary_erosion(mask)) for space in COVERAGE_SPACES]
         shape, iou, radius = _fit_shape(alphas)
         cx = (box[1].start + box[1].stop) / 2 / size
         cy = (box[0].start + box[0].stop) / 2 / size
@@ -159,6 +149,25 @@ def read_objects(image: np.ndarray, background: BackgroundReading) -> tuple[Dete
             box=(box[1].start, box[0].start, box[1].stop, box[0].stop),
         ))
     return tuple(detections)
+
+
+def _coverage(window: np.ndarray, model: np.ndarray, inks: list[np.ndarray], space: np.ndarray,
+              rim: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Soft coverage: 1 inside; on the rim, how far each pixel lies from the background
+    towards the ink (the object's colour or its texture's shade) that best explains it,
+    which recovers the anti-aliasing the renderer, or a model, drew. Measured in `space`."""
+    offset = (window - model) @ space
+    best_share = np.zeros(window.shape[:2])
+    best_residual = np.full(window.shape[:2], np.inf)
+    for ink in inks:
+        towards = (ink - model) @ space
+        share = np.clip((offset * towards).sum(-1) / np.maximum((towards * towards).sum(-1), 1e-6), 0, 1)
+        residual = np.linalg.norm(offset - share[..., None] * towards, axis=-1)
+        better = residual < best_residual
+        best_share[better], best_residual[better] = share[better], residual[better]
+    alpha = np.where(rim, best_share, 0.0)
+    alpha[inside] = 1.0
+    return alpha
 
 
 def _crop(array: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:

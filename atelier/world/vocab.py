@@ -42,10 +42,10 @@ STRIPE_DUTY = 0.4  # fraction of a stripe period drawn in the secondary shade
 DOT_RADIUS = 0.22  # in stripe periods
 OUTLINE_WIDTH = 1 / 32
 # A texture needs room to be seen: small objects are always solid, thin shapes too, and
-# shapes with narrow arms take no outline.
+# shapes with narrow arms or points take no outline (it would cover most of them).
 TEXTURED_SIZES = frozenset({"medium", "large"})
 SOLID_ONLY_SHAPES = frozenset({"ring", "crescent"})
-NO_OUTLINE_SHAPES = frozenset({"cross", "arrow"})
+NO_OUTLINE_SHAPES = frozenset({"cross", "arrow", "star"})
 
 
 def textures_for(shape: str, size: str | None = None) -> tuple[str, ...]:
