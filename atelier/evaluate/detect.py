@@ -131,14 +131,18 @@ def read_objects(image: np.ndarray, background: BackgroundReading) -> tuple[Dete
         y0, x0 = box[0].start - pad, box[1].start - pad
         y1, x1 = box[0].stop + pad, box[1].stop + pad
         window = _crop(image, y0, y1, x0, x1)
-        mask = _crop(labels == index, y0, y1, x0, x1)
+        window_labels = _crop(labels, y0, y1, x0, x1)
+        mask = window_labels == index
         depth = ndimage.distance_transform_edt(mask)  # the window's margin is background
         colour, primary = _colour(window, mask, depth, size)
         texture = _texture(window, mask, depth, colour, primary, size)
-        rim = ndimage.binary_dilation(mask) & ~_crop(labels > 0, y0, y1, x0, x1) | mask
+        rim = ndimage.binary_dilation(mask) & (window_labels == 0) | mask
+        inside = ndimage.binary_erosion(mask)
         model = _crop(background.model, y0, y1, x0, x1)
-        inks = [primary] if texture == "solid" else [primary, np.asarray(vocab.secondary_shade(tuple(primary), colour))]
-        alphas = [_coverage(window, model, inks, space, rim, ndimage.binary_erosion(mask)) for space in COVERAGE_SPACES]
+        inks = [primary]
+        if texture != "solid":
+            inks.append(np.asarray(vocab.secondary_shade(tuple(primary), colour)))
+        alphas = [_coverage(window, model, inks, space, rim, inside) for space in COVERAGE_SPACES]
         shape, iou, radius = _fit_shape(alphas)
         cx = (box[1].start + box[1].stop) / 2 / size
         cy = (box[0].start + box[0].stop) / 2 / size

@@ -196,20 +196,20 @@ def realize(query: Query, rng: random.Random, size: int = 64, attempts: int = 20
             raise ValueError(f"the world draws no {' '.join(filter(None, (group.size, group.texture, group.shape)))}")
     bg_query = query.background
     for _ in range(attempts):
-        specs = []  # (group index, shape, colour, size, texture, region or None)
-        for gi, group in enumerate(query.objects):
+        specs = []  # (shape, colour, size, texture, region or None), one per object
+        for group in query.objects:
             for _copy in range(group.count):
                 sizes = [s for s in vocab.SIZE_NAMES
                          if group.texture is None or group.texture in vocab.textures_for(group.shape, s)]
                 size_name = group.size or rng.choice(sizes)
                 texture = group.texture or rng.choice(vocab.textures_for(group.shape, size_name))
-                specs.append((gi, group.shape, group.colour or rng.choice(vocab.COLOUR_NAMES),
+                specs.append((group.shape, group.colour or rng.choice(vocab.COLOUR_NAMES),
                               size_name, texture, group.region))
-        fixed = {vocab.REGIONS.index(s[5]) for s in specs if s[5] is not None}
+        fixed = {vocab.REGIONS.index(s[4]) for s in specs if s[4] is not None}
         free = [r for r in range(vocab.GRID * vocab.GRID) if r not in fixed]
         rng.shuffle(free)
         objects = []
-        for _, shape, colour, size_name, texture, region in specs:
+        for shape, colour, size_name, texture, region in specs:
             cell = vocab.REGIONS.index(region) if region is not None else free.pop()
             objects.append(_make_object(rng, size, cell, shape, colour, size_name, texture))
         if bg_query is None:
