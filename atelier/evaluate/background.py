@@ -121,19 +121,19 @@ def read_background(image: np.ndarray) -> BackgroundReading | None:
     candidates = []
     solid = _fit_solid(image.reshape(-1, 3))
     solid_model = np.broadcast_to(solid, image.shape)
-    candidates.append(("solid", (name(solid),), None, solid_model))
+    # (kind, colour names, direction, model image, seams, pattern colours)
+    candidates.append(("solid", (name(solid),), None, solid_model, None, None))
     for direction in vocab.GRADIENT_DIRECTIONS:
         start, end, model = _fit_gradient(image, direction)
         if np.linalg.norm(start - end) >= MIN_SPREAD:
-            candidates.append(("gradient", (name(np.clip(start, 0, 1)), name(np.clip(end, 0, 1))), direction, model))
+            colours = (name(np.clip(start, 0, 1)), name(np.clip(end, 0, 1)))
+            candidates.append(("gradient", colours, direction, model, None, None))
     for kind in ("checkered", "stripes"):
         first, second, model, seams = _fit_pattern(image, kind)
         if np.linalg.norm(first - second) >= MIN_SPREAD:
             candidates.append((kind, (name(first), name(second)), None, model, seams, (first, second)))
     scored = [(_inliers(image, c[3]) - COMPLEXITY_PENALTY[c[0]], c) for c in candidates]
-    _, best = max(scored, key=lambda item: item[0])
-    kind, colours, direction, model = best[:4]
-    seams, pair = best[4:] if len(best) > 4 else (None, None)
+    _, (kind, colours, direction, model, seams, pair) = max(scored, key=lambda item: item[0])
     inliers = _inliers(image, model)
     if inliers < MIN_INLIERS:
         return None

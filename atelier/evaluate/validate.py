@@ -95,8 +95,18 @@ SIMULATED_FAILURES: dict[str, Callable[[Query, random.Random], Query]] = {
 }
 
 
-def _scenes(prompts: Sequence[EvalPrompt], n: int, size: int) -> dict[str, list[Scene]]:
-    return {p.id: [realize(p.query, random.Random(sample_seed(p, k)), size=size) for k in range(n)] for p in prompts}
+def _scenes(prompts: Sequence[EvalPrompt], n: int, size: int,
+            weaken: Callable[[Query, random.Random], Query] | None = None) -> dict[str, list[Scene]]:
+    """n scenes per prompt, drawn for its query, or for the query as `weaken` changes it."""
+    out = {}
+    for p in prompts:
+        query = weaken(p.query, random.Random(int(p.id))) if weaken else p.query
+        out[p.id] = [realize(query, random.Random(sample_seed(p, k)), size=size) for k in range(n)]
+    return out
+
+
+def _render(scenes: dict[str, list[Scene]]) -> dict[str, list[np.ndarray]]:
+    return {pid: [render(s) for s in group] for pid, group in scenes.items()}
 
 
 def _score(prompts, images: dict[str, list[np.ndarray]], against: dict[str, EvalPrompt] | None = None):
@@ -135,7 +145,7 @@ def validate(prompts: Sequence[EvalPrompt], images_per_prompt: int = 4, size: in
     """The validation table: one row per condition, with its summary."""
     rows: dict[str, dict] = {}
     scenes = _scenes(prompts, images_per_prompt, size)
-    truth = {pid: [render(s) for s in group] for pid, group in scenes.items()}
+    truth = _render(scenes)
 
     def record(name: str, results: list[PromptResult]) -> None:
         rows[name] = summarise(results)
@@ -152,12 +162,7 @@ def validate(prompts: Sequence[EvalPrompt], images_per_prompt: int = 4, size: in
     record("shuffled prompts", _score(prompts, truth, against=_shuffled(prompts)))
 
     for name, weaken in SIMULATED_FAILURES.items():
-        images = {}
-        for p in prompts:
-            rng = random.Random(int(p.id))
-            images[p.id] = [render(realize(weaken(p.query, rng), random.Random(sample_seed(p, k)), size=size))
-                            for k in range(images_per_prompt)]
-        record(name, _score(prompts, images))
+        record(name, _score(prompts, _render(_scenes(prompts, images_per_prompt, size, weaken))))
 
     colour_prompts = [p for p in prompts if p.category == "colours"]
     recolour_rows = {}
