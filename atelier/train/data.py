@@ -1,0 +1,129 @@
+"""Training data: captioned images addressed by a global index.
+
+Example i of a source depends only on i (and the run's seed), so any rank can produce any slice
+of a global batch and a resumed run continues where it stopped with nothing but the step count.
+Sources: the procedural world (with exact object masks for edit regions), or a folder of images
+with same-named .txt captions (the layout kohya's and diffusers' fine-tuning scripts use, and
+what `atelier feedback export` writes).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from atelier.world.stream import make_sample
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    image: np.ndarray                        # [size, size, 3] uint8
+    caption: str
+    object_masks: np.ndarray | None = None   # [n, size, size] bool, when the source knows its objects
+    key: str | None = None                   # a stable name for a finite source's example (latent cache)
+
+
+class WorldSource:
+    """The world's training split, rendered on demand."""
+
+    def __init__(self, seed: int, size: int):
+        self.seed, self.size = seed, size
+
+    def __getitem__(self, index: int) -> Example:
+        sample = make_sample(self.seed, index, self.size, "train")
+        return Example(sample.image, sample.caption, sample.masks)
+
+    def describe(self) -> str:
+        return f"the procedural world (seed {self.seed}, {self.size} px, train split)"
+
+
+class FolderSource:
+    """Images with same-named .txt captions, in a seeded order reshuffled every epoch; centre-cropped
+    to a square and resized. An unreadable image is logged and replaced by the next one, so one bad
+    file in a large folder does not stop a run; a folder with no usable pair is refused."""
+
+    def __init__(self, root: str | Path, size: int, seed: int):
+        self.root, self.size, self.seed = Path(root), size, seed
+        if not self.root.is_dir():
+            raise ValueError(f"--data {root}: not a folder (give 'world' or a folder of images with .txt captions)")
+        images = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.pairs = [(p, p.with_suffix(".txt")) for p in images if p.with_suffix(".txt").is_file()]
+        self.uncaptioned = len(images) - len(self.pairs)
+        if not self.pairs:
+            raise ValueError(f"--data {root}: found {len(images)} images but none with a same-named .txt caption")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> Example:
+        for attempt in range(len(self.pairs)):
+            image_path, caption_path = self.pairs[self._position(index + attempt)]
+            try:
+                return Example(load_square(image_path, self.size), caption_path.read_text().strip(),
+                               key=str(image_path.relative_to(self.root)))
+            except (OSError, UnidentifiedImageError, ValueError) as error:
+                log.warning("skipping unreadable training image %s: %s", image_path, error)
+        raise ValueError(f"--data {self.root}: no readable image among {len(self.pairs)}")
+
+    def _position(self, index: int) -> int:
+        epoch, offset = divmod(index, len(self.pairs))
+        return int(np.random.default_rng([self.seed, epoch]).permutation(len(self.pairs))[offset])
+
+    def describe(self) -> str:
+        skipped = f", {self.uncaptioned} images without captions ignored" if self.uncaptioned else ""
+        return f"{len(self.pairs)} captioned images in {self.root}{skipped}"
+
+
+def load_square(path: str | Path, size: int) -> np.ndarray:
+    """Any image file as [size, size, 3] uint8: EXIF orientation applied, transparency composited on
+    white, the centre square cropped and resized with Lanczos."""
+    with Image.open(path) as opened:
+        image = ImageOps.exif_transpose(opened)
+        image.load()
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image)
+    image = ImageOps.fit(image.convert("RGB"), (size, size), Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def open_source(data: str, size: int, seed: int) -> WorldSource | FolderSource:
+    if data == "world":
+        return WorldSource(seed, size)
+    return FolderSource(data, size, seed)
+
+
+class StepExamples:
+    """One rank's examples of each step, as a map-style dataset over step numbers, so a
+    torch DataLoader can render or read them in worker processes ahead of the training loop."""
+
+    def __init__(self, source: WorldSource | FolderSource, batch: int, rank: int, world_size: int):
+        from atelier.train.batches import rank_indices
+
+        self.source, self.rank_indices = source, rank_indices
+        self.batch, self.rank, self.world_size = batch, rank, world_size
+
+    def __getitem__(self, step: int) -> tuple[list[int], list[Example]]:
+        indices = self.rank_indices(step, self.batch, self.rank, self.world_size)
+        return indices, [self.source[i] for i in indices]
+
+
+def step_loader(examples: StepExamples, first_step: int, workers: int):
+    """Steps first_step, first_step + 1, ... in order; with workers > 0 they are prepared in
+    parallel processes, a few steps ahead."""
+    import itertools
+
+    from torch.utils.data import DataLoader
+
+    if workers == 0:
+        return (examples[step] for step in itertools.count(first_step))
+    return iter(DataLoader(examples, batch_size=None, sampler=itertools.count(first_step), num_workers=workers,
+                           prefetch_factor=4, persistent_workers=False, collate_fn=lambda item: item))
