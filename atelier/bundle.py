@@ -12,12 +12,10 @@ installed package or a compact copy, and its fingerprint says whether it is the 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from atelier.folder import FolderError, swap_in
+from atelier.folder import FolderError, staged
 
 INDEX = "model_index.json"
 KIND = "atelier-pipeline"
@@ -28,18 +26,12 @@ def save_bundle(path: str | Path, transformer, tokenizer, text_fingerprint: str,
                 training: dict[str, Any] | None = None) -> Path:
     """Write the bundle under a temporary name and swap it in whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with staged(path) as staging:
         transformer.save(staging / "transformer")
         tokenizer.save(staging / "tokenizer")
         index = {"kind": KIND, "text_encoder": {"name": "all-MiniLM-L6-v2", "fingerprint": text_fingerprint},
                  "defaults": {**DEFAULTS, **(defaults or {})}, "training": training or {}}
         (staging / INDEX).write_text(json.dumps(index, indent=1) + "\n")
-        swap_in(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path
 
 

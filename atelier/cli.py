@@ -36,7 +36,7 @@ def _progress_printer(label: str):
     return progress
 
 
-def _generate(model: str, prompts, out_dir: Path, n: int, steps: int | None) -> None:
+def _generate(model: str, prompts, out_dir: Path, n: int, steps: int | None, threads: int = 2) -> None:
     """Write DIR/<prompt id>/<k>.png for every prompt, from the world's truth or a model.
     A folder that already holds samples is refused: mixing two runs would score neither."""
     from PIL import Image
@@ -54,6 +54,9 @@ def _generate(model: str, prompts, out_dir: Path, n: int, steps: int | None) -> 
         except ImportError as error:
             raise SystemExit(f"cannot load model {model!r}: this install has no generation pipeline yet "
                              f"({error}); use --model world to score ground-truth renders") from error
+        import torch
+
+        torch.set_num_threads(threads)
         pipe = Atelier.from_pretrained(model)
 
         def generate(prompt):   # sample k of a prompt has seed sample_seed(prompt, k) = sample_seed(prompt, 0) + k
@@ -85,7 +88,7 @@ def _eval(args: argparse.Namespace) -> None:
         return
     if args.model is not None:
         folder = args.samples or Path("eval_samples") / Path(args.model).name
-        _generate(args.model, prompts, Path(folder), args.n, args.steps)
+        _generate(args.model, prompts, Path(folder), args.n, args.steps, args.threads)
     elif args.samples is None:
         raise SystemExit("give a folder of samples (atelier eval --suite images DIR), --model PATH, or --validate")
     else:
@@ -163,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("-n", type=_positive, default=4, help="images per prompt (with --model or --validate)")
     evaluate.add_argument("--size", type=int, default=64, help="image side for --validate")
     evaluate.add_argument("--partial", action="store_true", help="score the prompts present, skip the rest")
+    evaluate.add_argument("--threads", type=_positive, default=2, help="torch CPU threads for --model")
     evaluate.add_argument("--validate", action="store_true", help="print the oracle's validation table")
     evaluate.add_argument("--json", type=Path, help="where to write the JSON report")
     evaluate.set_defaults(run=_eval)

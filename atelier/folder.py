@@ -13,7 +13,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,9 @@ def save_folder(path: str | Path, config: Mapping[str, Any], tensors: Mapping[st
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors, chunked = _chunk_large(tensors, max_shard_bytes)
     shards = _plan_shards(tensors, max_shard_bytes)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with staged(path) as staging:
         weight_map, total = {}, 0
         for number, names in enumerate(shards, start=1):
             filename = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
@@ -47,11 +46,21 @@ def save_folder(path: str | Path, config: Mapping[str, Any], tensors: Mapping[st
         index = {"metadata": {"total_size": total, "chunked": chunked}, "weight_map": weight_map}
         (staging / INDEX).write_text(json.dumps(index, indent=1) + "\n")
         (staging / CONFIG).write_text(json.dumps(dict(config), indent=1) + "\n")
+    return path
+
+
+@contextmanager
+def staged(path: Path) -> Iterator[Path]:
+    """A temporary folder beside `path` to write into; swapped in at `path` when the block ends
+    without an error, removed when it raises."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield staging
         swap_in(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return path
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

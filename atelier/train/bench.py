@@ -79,21 +79,16 @@ def _counted_flops(step: Callable[[], None]) -> int:
     return counter.get_total_flops()
 
 
-def bench_ours(config: ModelConfig, batch: int, latent: int, text_tokens: int, device: torch.device,
-               dtype: torch.dtype, seconds: float, warmup: int, compile_model: bool) -> tuple[int, float, float]:
-    torch.manual_seed(0)
-    model = SpaceTimeTransformer(config).to(device).train()
+def _measure(model: torch.nn.Module, loss_of: Callable[[torch.nn.Module], torch.Tensor], batch: int,
+             device: torch.device, dtype: torch.dtype, seconds: float, warmup: int,
+             compile_model: bool) -> tuple[int, float, float]:
+    """Parameters, counted FLOPs per image of one optimisation step, and images per second."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     forward = torch.compile(model) if compile_model else model
-    latents = torch.randn(batch, 1, config.latent_channels, latent, latent, device=device)
-    tokens = torch.randn(batch, text_tokens, config.text_dim, device=device)
-    mask = torch.ones(batch, text_tokens, dtype=torch.bool, device=device)
-    pooled = torch.randn(batch, config.text_dim, device=device)
-    keep = torch.zeros(batch, 1, 1, latent, latent, device=device)
 
     def step(model_call=forward):
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            loss = flow_loss(model_call, latents, tokens, mask, pooled, keep_mask=keep)
+            loss = loss_of(model_call)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -101,6 +96,19 @@ def bench_ours(config: ModelConfig, batch: int, latent: int, text_tokens: int, d
     flops = _counted_flops(lambda: step(model))
     count, elapsed = _time_steps(step, device, seconds, warmup)
     return sum(p.numel() for p in model.parameters()), flops / batch, batch * count / elapsed
+
+
+def bench_ours(config: ModelConfig, batch: int, latent: int, text_tokens: int, device: torch.device,
+               dtype: torch.dtype, seconds: float, warmup: int, compile_model: bool) -> tuple[int, float, float]:
+    torch.manual_seed(0)
+    model = SpaceTimeTransformer(config).to(device).train()
+    latents = torch.randn(batch, 1, config.latent_channels, latent, latent, device=device)
+    tokens = torch.randn(batch, text_tokens, config.text_dim, device=device)
+    mask = torch.ones(batch, text_tokens, dtype=torch.bool, device=device)
+    pooled = torch.randn(batch, config.text_dim, device=device)
+    keep = torch.zeros(batch, 1, 1, latent, latent, device=device)
+    return _measure(model, lambda call: flow_loss(call, latents, tokens, mask, pooled, keep_mask=keep), batch,
+                    device, dtype, seconds, warmup, compile_model)
 
 
 def bench_diffusers(config: ModelConfig, batch: int, latent: int, device: torch.device, dtype: torch.dtype,
@@ -111,23 +119,15 @@ def bench_diffusers(config: ModelConfig, batch: int, latent: int, device: torch.
     model = DiTTransformer2DModel(num_attention_heads=config.heads, attention_head_dim=config.head_dim,
                                   in_channels=config.latent_channels, num_layers=config.depth,
                                   sample_size=latent, patch_size=config.patch_size).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    forward = torch.compile(model) if compile_model else model
     latents = torch.randn(batch, config.latent_channels, latent, latent, device=device)
     timesteps = torch.randint(0, 1000, (batch,), device=device)
     labels = torch.randint(0, 1000, (batch,), device=device)
 
-    def step(model_call=forward):
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            prediction = model_call(latents, timestep=timesteps, class_labels=labels).sample
-            loss = (prediction.float() - latents).square().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def loss_of(call):
+        prediction = call(latents, timestep=timesteps, class_labels=labels).sample
+        return (prediction.float() - latents).square().mean()
 
-    flops = _counted_flops(lambda: step(model))
-    count, elapsed = _time_steps(step, device, seconds, warmup)
-    return sum(p.numel() for p in model.parameters()), flops / batch, batch * count / elapsed
+    return _measure(model, loss_of, batch, device, dtype, seconds, warmup, compile_model)
 
 
 def benchmark(preset_name: str, batch: int, latent: int | None = None, text_tokens: int = 32,
