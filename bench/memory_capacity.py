@@ -1,0 +1,351 @@
+"""The memory-layer claim, measured: at equal FLOPs per sample, how many of K named glyph entities a
+model with a product-key memory layer reproduces, against its dense twin.
+
+Lample et al. 2019 and Berges et al. 2024 ("Memory Layers at Scale") claim memory layers add
+capacity for facts at almost no compute. The glyph world (atelier.world.glyphs) is pure facts: K
+invented names, one icon each, nothing to generalise. For each K this script writes the world,
+trains the two models with the project's trainer one after the other for the same wall-clock budget,
+then asks each exported model for every entity's icon ("an icon of a zorblat", one fixed seed) and
+counts an entity reproduced when its nearest template is its own and lies within half the templates'
+guaranteed separation (atelier.world.glyphs.reproduced says why that radius).
+
+    .venv/bin/python bench/memory_capacity.py --k 256 1024 --minutes 0 --steps 1800 \
+        --output runs/memory_capacity --tokenizer weights/tokenizer --docs docs/memory_capacity.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from atelier.model.config import preset
+from atelier.model.info import model_info
+from atelier.world.glyphs import MIN_SEPARATION, Glyph, match, reproduced, write_glyph_folder
+
+# Block 5's MLP becomes a product-key memory of 128^2 = 16,384 slots (3.1M values) read by 4 heads of
+# 16: the query, gate and output projections plus sub-key scoring cost 98.5% of the MLP's FLOPs.
+MEMORY = {"memory_blocks": (5,), "memory_keys": 128, "memory_heads": 4, "memory_key_dim": 128, "memory_topk": 16}
+DENSE = {"memory_blocks": ()}
+VARIANTS = {"dense": DENSE, "memory": MEMORY}
+FLOP_TOLERANCE = 0.05
+EVAL_SEED = 0  # every entity is drawn from the same noise: only its caption differs
+THRESHOLD = MIN_SEPARATION / 2
+
+Generate = Callable[[list[str]], np.ndarray]  # captions -> uint8 images [N, H, W, 3]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    entities: int
+    reproduced: int       # nearest template is the right one and within `threshold`
+    nearest_right: int    # nearest template is the right one, at any distance
+    median_distance: float  # RMS distance of each image to its own template, in [0, 1] pixel units
+    threshold: float
+
+
+def evaluate(generate: Generate, glyphs: list[Glyph], batch: int = 64, threshold: float = THRESHOLD) -> Evaluation:
+    """Ask `generate` for every entity's icon by its caption and score each against all templates."""
+    return score(ask(generate, glyphs, batch), glyphs, threshold)
+
+
+def ask(generate: Generate, glyphs: list[Glyph], batch: int = 64) -> np.ndarray:
+    """Every entity's icon from its caption, `batch` captions at a time: uint8 [K, H, W, 3]."""
+    captions = [g.caption for g in glyphs]
+    return np.concatenate([np.asarray(generate(captions[i:i + batch])) for i in range(0, len(captions), batch)])
+
+
+def score(images: np.ndarray, glyphs: list[Glyph], threshold: float = THRESHOLD) -> Evaluation:
+    """Image i against all templates: reproduced, nearest right, and its distance to its own template."""
+    templates = np.stack([g.image for g in glyphs])
+    if images.shape != templates.shape:
+        raise ValueError(f"generated images {images.shape} do not match the templates {templates.shape}")
+    nearest, _ = match(images, templates)
+    own = np.sqrt(np.mean((images.reshape(len(glyphs), -1) / 255.0 - templates.reshape(len(glyphs), -1) / 255.0) ** 2,
+                          axis=1))
+    return Evaluation(len(glyphs), int(reproduced(images, templates, threshold).sum()),
+                      int((nearest == np.arange(len(glyphs))).sum()), float(np.median(own)), threshold)
+
+
+def to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """Images [N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3]."""
+    return ((pixels.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def bundle_generator(path: str | Path, text_encoder, steps: int | None = None,
+                     guidance: float | None = None) -> Generate:
+    """A `Generate` over an exported model folder (atelier.bundle), with its default sampler settings."""
+    from atelier.bundle import read_index
+    from atelier.flow.generate import generate_latents
+    from atelier.model.transformer import SpaceTimeTransformer
+    from atelier.tokenizer.autoencoder import Autoencoder
+
+    path = Path(path)
+    defaults = read_index(path)["defaults"]
+    model = SpaceTimeTransformer.from_pretrained(path / "transformer")
+    tokenizer = Autoencoder.from_pretrained(path / "tokenizer")
+    side = defaults["size"] // tokenizer.config.downsample
+    shape = (1, model.config.latent_channels, side, side)
+
+    def generate(captions: list[str]) -> np.ndarray:
+        text = text_encoder.encode(captions)  # fp32, as the trainer encodes captions
+        # The denoiser under bf16 autocast, as in training: the numerics it learned, at twice fp32's CPU speed.
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            latents = generate_latents(model, text, [EVAL_SEED] * len(captions), shape,
+                                       steps=steps or defaults["steps"], sampler=defaults["sampler"],
+                                       text_scale=guidance if guidance is not None else defaults["guidance"])
+        return to_uint8(tokenizer.decode(latents)[:, 0])
+    return generate
+
+
+@torch.no_grad()
+def glyph_tokenizer(source: str | Path, glyphs: list[Glyph], output: Path) -> Path:
+    """The tokenizer's weights with its latent shift and scale re-measured on the glyph templates
+    (atelier.train.tokenizer.latent_statistics, what its own trainer does on its training images): a
+    tokenizer trained on another world normalises glyph latents to a standard deviation far from one,
+    which moves every timestep's signal-to-noise ratio away from the one the flow schedule assumes."""
+    from atelier.tokenizer.autoencoder import Autoencoder
+    from atelier.train.tokenizer import latent_statistics
+
+    original = Autoencoder.from_pretrained(source)
+    shift, scale = latent_statistics(original, to_pixels(glyphs))
+    tokenizer = Autoencoder(original.config.with_latent_stats(shift, scale))
+    tokenizer.load_state_dict(original.state_dict())
+    return tokenizer.save(output, training={"weights_from": str(source),
+                                            "latent_statistics": f"measured on {len(glyphs)} glyph templates"})
+
+
+def to_pixels(glyphs: list[Glyph]) -> torch.Tensor:
+    """The templates as float images [K, 3, H, W] in [-1, 1]."""
+    return torch.from_numpy(np.stack([g.image for g in glyphs])).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+@torch.no_grad()
+def tokenizer_check(tokenizer_path: str | Path, glyphs: list[Glyph]) -> dict[str, float]:
+    """How well the tokenizer round-trips the templates: PSNR, and how many reconstructions would
+    themselves count as reproduced (the ceiling any diffusion model on these latents can reach)."""
+    from atelier.tokenizer.autoencoder import Autoencoder
+
+    tokenizer = Autoencoder.from_pretrained(tokenizer_path)
+    templates = np.stack([g.image for g in glyphs])
+    pixels = to_pixels(glyphs)
+    rebuilt = np.concatenate([to_uint8(tokenizer.decode(tokenizer.encode(chunk))) for chunk in pixels.split(128)])
+    by_caption = dict(zip((g.caption for g in glyphs), rebuilt))
+    ceiling = evaluate(lambda captions: np.stack([by_caption[c] for c in captions]), glyphs)
+    mse = np.mean((rebuilt / 255.0 - templates / 255.0) ** 2, axis=(1, 2, 3))
+    psnr = 10 * np.log10(1 / np.maximum(mse, 1e-10))
+    return {"psnr_mean": float(psnr.mean()), "psnr_min": float(psnr.min()), "ceiling": ceiling.reproduced,
+            "median_distance": ceiling.median_distance, "downsample": tokenizer.config.downsample,
+            "latent_channels": tokenizer.config.latent_channels}
+
+
+def flops_check(latent_channels: int, latent_side: int) -> dict[str, dict[str, Any]]:
+    """Parameters and forward FLOPs per sample of both variants; refuses a pair more than 5% apart."""
+    infos = {name: model_info(preset("tiny", latent_channels=latent_channels, **overrides), latent_side=latent_side)
+             for name, overrides in VARIANTS.items()}
+    ratio = infos["memory"].flops_per_sample / infos["dense"].flops_per_sample
+    if abs(ratio - 1) > FLOP_TOLERANCE:
+        raise SystemExit(f"the memory model costs {ratio:.3f}x the dense one's FLOPs, beyond {FLOP_TOLERANCE:.0%}")
+    return {name: {"parameters": info.parameters, "memory_parameters": info.memory_parameters,
+                   "dense_parameters": info.dense_parameters, "gflop_per_sample": info.flops_per_sample / 1e9,
+                   "visual_tokens": info.visual_tokens, "text_tokens": info.text_tokens}
+            for name, info in infos.items()}
+
+
+def train_variant(name: str, root: Path, glyphs: list[Glyph], args: argparse.Namespace) -> dict[str, Any]:
+    """Train one variant on ROOT/glyphs with ROOT/tokenizer, with the project's trainer, into ROOT/NAME
+    (or reuse a finished run there with --reuse)."""
+    from atelier.bundle import read_index
+    from atelier.train.config import TrainConfig
+    from atelier.train.logs import read_log
+    from atelier.train.trainer import train
+
+    folder, run = root / "glyphs", root / name
+    exported = run / "model"
+    if args.reuse and (exported / "model_index.json").is_file():
+        training = read_index(exported)["training"]
+        print(f"reusing {exported} ({training['steps']} steps)", flush=True)
+        return {"steps": training["steps"], "images": training["images"], "seconds": None, "final_loss": None}
+    if run.exists() and any(run.iterdir()):
+        raise SystemExit(f"{run} already holds a run; remove it, or pass --reuse to evaluate the finished one")
+    config = TrainConfig(preset="tiny", data=str(folder), tokenizer=str(root / "tokenizer"), output=str(run),
+                         minutes=args.minutes, steps=args.steps or None, batch=args.batch, lr=args.lr,
+                         warmup=args.warmup, size=32, seed=args.seed, threads=args.threads,
+                         tasks={"text_to_image": 1.0}, checkpoint_every=10**9,
+                         sample_prompts=tuple(g.caption for g in glyphs[:2]), sample_steps=10,
+                         model_overrides=dict(VARIANTS[name]))
+    print(f"training {name} on {folder} for {_budget(args)}", flush=True)
+    result = train(config, log=lambda line: print(f"  [{name}] {line}", flush=True), progress=False)
+    records = read_log(run / "log.jsonl")  # the loop's own clock: sampling the grid and exporting excluded
+    return {"steps": result["steps"], "images": result["steps"] * args.batch, "seconds": records[-1]["seconds"],
+            "final_loss": result["final_loss"]}
+
+
+def write_sheet(images: np.ndarray, glyphs: list[Glyph], path: Path, count: int = 64, columns: int = 16) -> None:
+    """The first `count` entities, their templates in one row and the model's answers in the row below."""
+    from PIL import Image
+
+    count = min(count, len(glyphs))
+    templates = np.stack([g.image for g in glyphs[:count]])
+    rows = []
+    for start in range(0, count, columns):
+        for source in (templates, images):
+            row = list(source[start:start + columns])
+            row += [np.full_like(templates[0], 255)] * (columns - len(row))
+            rows.append(np.concatenate(row, axis=1))
+    Image.fromarray(np.concatenate(rows, axis=0)).resize((columns * 64, len(rows) * 64), Image.NEAREST).save(path)
+
+
+def _budget(args: argparse.Namespace) -> str:
+    parts = ([f"{args.minutes:g} min"] if args.minutes > 0 else []) + ([f"{args.steps} steps"] if args.steps else [])
+    return " or ".join(parts)
+
+
+def machine() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
+              if line.startswith("model name")]
+    return (f"{models[0] if models else platform.machine()}, {os.cpu_count()} CPU cores visible, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), {platform.system()}")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from atelier.text.encoder import TextEncoder
+
+    torch.set_num_threads(args.threads)
+    text_encoder = TextEncoder.load()
+    report: dict[str, Any] = {"command": " ".join(shlex.quote(a) for a in sys.argv), "machine": machine(),
+                              "budget": _budget(args), "batch": args.batch, "lr": args.lr, "threshold": THRESHOLD,
+                              "tokenizer_path": str(args.tokenizer), "memory_overrides": MEMORY, "worlds": []}
+    for count in args.k:
+        root = args.output / f"k{count}"
+        glyphs = write_glyph_folder(root / "glyphs", count, seed=args.seed)
+        tokenizer_path = glyph_tokenizer(args.tokenizer, glyphs, root / "tokenizer")
+        tokenizer = tokenizer_check(tokenizer_path, glyphs)
+        side = 32 // tokenizer["downsample"]
+        world = {"k": count, "tokenizer": tokenizer, "latent_side": side,
+                 "models": flops_check(tokenizer["latent_channels"], side)}
+        print(f"K={count}: tokenizer PSNR {tokenizer['psnr_mean']:.1f} dB (min {tokenizer['psnr_min']:.1f}), "
+              f"reconstructions reproduced {tokenizer['ceiling']}/{count}", flush=True)
+        for name in VARIANTS:
+            world["models"][name].update(train_variant(name, root, glyphs, args))
+            started = time.perf_counter()
+            with torch.no_grad():
+                images = ask(bundle_generator(root / name / "model", text_encoder, args.eval_steps), glyphs)
+            evaluation = score(images, glyphs)
+            write_sheet(images, glyphs, root / name / "eval.png")
+            world["models"][name].update(asdict(evaluation), eval_seconds=time.perf_counter() - started)
+            print(f"  {name}: reproduced {evaluation.reproduced}/{count}, nearest right {evaluation.nearest_right}, "
+                  f"median distance {evaluation.median_distance:.3f}", flush=True)
+        report["worlds"].append(world)
+        _write(report, args)  # after each K, so a long run leaves its finished worlds behind
+    return report
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = ["| K | model | parameters (dense + memory) | GFLOP/sample | steps | images seen | train min | "
+             "reproduced / K | nearest right / K | median RMS to own |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for world in report["worlds"]:
+        for name, m in world["models"].items():
+            if "reproduced" not in m:
+                continue
+            lines.append(f"| {world['k']:,} | {name} | {m['dense_parameters'] / 1e6:.2f}M + "
+                         f"{m['memory_parameters'] / 1e6:.2f}M | {m['gflop_per_sample']:.3f} | {m['steps']:,} | "
+                         f"{m['images']:,} | {_minutes(m['seconds'])} | {m['reproduced']} / {world['k']:,} | "
+                         f"{m['nearest_right']} / "
+                         f"{world['k']:,} | {m['median_distance']:.3f} |")
+    return "\n".join(lines)
+
+
+def _minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    tokenizer_lines = "\n".join(
+        f"  - K = {w['k']:,}: PSNR {w['tokenizer']['psnr_mean']:.1f} dB mean, {w['tokenizer']['psnr_min']:.1f} dB "
+        f"worst; {w['tokenizer']['ceiling']:,} of {w['k']:,} reconstructions pass the test themselves "
+        f"(median RMS {w['tokenizer']['median_distance']:.3f})" for w in report["worlds"])
+    return f"""# Memory layers: how many named entities a model reproduces at equal FLOPs
+
+Generated by `bench/memory_capacity.py`; the raw figures are in `memory_capacity.json` next to this file.
+
+## Setup
+
+- World: `atelier.world.glyphs`, K entities with invented names ("an icon of a zorblat") and one 32 px
+  procedural icon each; every pair of icons is at least {MIN_SEPARATION} RMS apart (pixels in [0, 1]).
+- Models: the `tiny` preset twice, trained by `atelier.train.trainer` on text-to-image only, batch
+  {report['batch']}, lr {report['lr']:g} (memory values: TrainConfig.memory_lr), {report['budget']} each,
+  one after the other. Dense: `memory_blocks=()`. Memory: block 5's MLP replaced by a product-key memory,
+  `{report['memory_overrides']}`. FLOPs per forward pass from `atelier.model.info.model_info` at an
+  8x8 latent (32 px, 4x tokenizer) with 32 text tokens; the memory reads are gathers and count zero.
+- Tokenizer: the weights of `{report['tokenizer_path']}`, its latent shift and scale re-measured on the K
+  templates (`glyph_tokenizer`). Round trip of the K templates:
+{tokenizer_lines}
+- Test: one image per entity from its caption (seed {EVAL_SEED}, the bundle's default sampler, steps and
+  guidance). Reproduced = the nearest template by mean squared pixel distance is the entity's own AND the
+  RMS distance to it is under {report['threshold']:.2f}, half the guaranteed separation: the largest radius
+  at which the balls around the templates do not overlap, so by the triangle inequality a passing image is
+  nearer its own template than any other by construction, never by a near-tie. "Nearest right" drops the
+  distance condition.
+
+## Result
+
+{table(report)}
+
+Command: `{report['command']}`
+
+Machine: {report['machine']}
+"""
+
+
+def _write(report: dict[str, Any], args: argparse.Namespace) -> None:
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "memory_capacity.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    text = markdown(report)
+    (args.output / "memory_capacity.md").write_text(text)
+    if args.docs is not None:
+        args.docs.parent.mkdir(parents=True, exist_ok=True)
+        args.docs.write_text(text)
+        args.docs.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--k", type=int, nargs="+", default=[256, 1024], help="entity counts")
+    parser.add_argument("--steps", type=int, default=1800, help="training steps per model (0: --minutes only)")
+    parser.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget per model (0: --steps only)")
+    parser.add_argument("--output", type=Path, default=Path("runs/memory_capacity"))
+    parser.add_argument("--tokenizer", type=Path, default=Path("weights/tokenizer"))
+    parser.add_argument("--docs", type=Path, default=None,
+                        help="also write the markdown report here, and the JSON next to it")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--eval-steps", type=int, default=None, help="sampling steps (default: the bundle's)")
+    parser.add_argument("--seed", type=int, default=0, help="the glyph world and the training runs")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reuse", action="store_true", help="evaluate finished runs instead of refusing them")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    report = run(args)
+    print(table(report))
+
+
+if __name__ == "__main__":
+    main()
