@@ -33,6 +33,7 @@ from atelier.train.ema import EMA
 from atelier.train.logs import RunLog, plot_losses, read_log, sample_grid
 
 SAMPLES_PER_PROMPT = 4
+TEXT_CACHE_ENTRIES = 4096   # about 120 MB of caption embeddings
 
 
 def train(config: TrainConfig, log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
@@ -62,8 +63,8 @@ class Trainer:
         if config.text_cache and Path(config.text_cache).is_file():
             self.texts = TextCache.load(config.text_cache, self.text_encoder)
             log(f"read {len(self.texts)} caption embeddings from {config.text_cache}")
-        else:
-            self.texts = TextCache(self.text_encoder)
+        else:   # the world rarely repeats a caption: a few thousand entries catch the repeats
+            self.texts = TextCache(self.text_encoder, capacity=TEXT_CACHE_ENTRIES)
         self.latent_cache = read_latent_cache(self._latent_cache_path()) if config.cache_latents else None
         self.model_config = preset(config.preset, latent_channels=self.tokenizer.config.latent_channels,
                                    text_dim=self.text_encoder.dim, **config.model_overrides)
