@@ -218,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", choices=["bf16", "fp32"], help="tokenizer: bf16 autocast (default) or fp32")
     train.add_argument("--latent-channels", type=_positive, help="tokenizer: override the preset's")
     train.add_argument("--eval-images", type=_positive, help="held-out images scored at the end (default 1024)")
-    train.add_argument("--data", default="world", help="model: 'world' or a folder of images with .txt captions")
+    train.add_argument("--data", default="world",
+                       help="model: 'world', a folder of images with same-named .txt captions, or WebDataset .tar "
+                       "shards (a file, a folder of them, a glob or name-{000..015}.tar)")
     train.add_argument("--tokenizer", default="weights/tokenizer", help="model: the trained tokenizer folder")
     train.add_argument("--text-encoder", help="model: a text encoder folder (default: the installed package)")
     train.add_argument("--parallel", choices=["ddp", "fsdp"], default="ddp", help="model, under torchrun")

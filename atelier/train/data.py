@@ -2,9 +2,9 @@
 
 Example i of a source depends only on i (and the run's seed), so any rank can produce any slice
 of a global batch and a resumed run continues where it stopped with nothing but the step count.
-Sources: the procedural world (with exact object masks for edit regions), or a folder of images
+Sources: the procedural world (with exact object masks for edit regions), a folder of images
 with same-named .txt captions (the layout kohya's and diffusers' fine-tuning scripts use, and
-what `atelier feedback export` writes).
+what `atelier feedback export` writes), or WebDataset tar shards (atelier.train.shards).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -44,15 +45,47 @@ class WorldSource:
         return f"the procedural world (seed {self.seed}, {self.size} px, train split)"
 
 
-class FolderSource:
-    """Images with same-named .txt captions, in a seeded order reshuffled every epoch; centre-cropped
-    to a square and resized. An unreadable image is logged and replaced by the next one, so one bad
-    file in a large folder does not stop a run; a folder with no usable pair is refused."""
+class FiniteSource:
+    """A finite list of captioned images in a seeded order reshuffled every epoch, centre-cropped to a
+    square and resized. An unreadable image is logged with its name and replaced by the next one, so
+    one bad file in a large set does not stop a run; subclasses say how to list and read items."""
+
+    root: Path
+    size: int
+    seed: int
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def read(self, position: int) -> Example:
+        """Item `position` of the listing; raises OSError, UnidentifiedImageError or ValueError when unreadable."""
+        raise NotImplementedError
+
+    def name(self, position: int) -> str:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Example:
+        for attempt in range(len(self)):
+            position = self._position(index + attempt)
+            try:
+                return self.read(position)
+            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
+                log.warning("skipping unreadable training image %s: %s", self.name(position), error)
+        raise ValueError(f"--data {self.root}: no readable image among {len(self)}")
+
+    def _position(self, index: int) -> int:
+        epoch, offset = divmod(index, len(self))
+        return int(np.random.default_rng([self.seed, epoch]).permutation(len(self))[offset])
+
+
+class FolderSource(FiniteSource):
+    """Images with same-named .txt captions (kohya's layout), found in any subfolder."""
 
     def __init__(self, root: str | Path, size: int, seed: int):
         self.root, self.size, self.seed = Path(root), size, seed
         if not self.root.is_dir():
-            raise ValueError(f"--data {root}: not a folder (give 'world' or a folder of images with .txt captions)")
+            raise ValueError(f"--data {root}: not a folder (give 'world', a folder of images with .txt captions, "
+                             f"or WebDataset .tar shards)")
         images = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         self.pairs = [(p, p.with_suffix(".txt")) for p in images if p.with_suffix(".txt").is_file()]
         self.uncaptioned = len(images) - len(self.pairs)
@@ -62,28 +95,22 @@ class FolderSource:
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> Example:
-        for attempt in range(len(self.pairs)):
-            image_path, caption_path = self.pairs[self._position(index + attempt)]
-            try:
-                return Example(load_square(image_path, self.size), caption_path.read_text().strip(),
-                               key=str(image_path.relative_to(self.root)))
-            except (OSError, UnidentifiedImageError, ValueError) as error:
-                log.warning("skipping unreadable training image %s: %s", image_path, error)
-        raise ValueError(f"--data {self.root}: no readable image among {len(self.pairs)}")
+    def read(self, position: int) -> Example:
+        image_path, caption_path = self.pairs[position]
+        return Example(load_square(image_path, self.size), caption_path.read_text().strip(),
+                       key=str(image_path.relative_to(self.root)))
 
-    def _position(self, index: int) -> int:
-        epoch, offset = divmod(index, len(self.pairs))
-        return int(np.random.default_rng([self.seed, epoch]).permutation(len(self.pairs))[offset])
+    def name(self, position: int) -> str:
+        return str(self.pairs[position][0])
 
     def describe(self) -> str:
         skipped = f", {self.uncaptioned} images without captions ignored" if self.uncaptioned else ""
         return f"{len(self.pairs)} captioned images in {self.root}{skipped}"
 
 
-def load_square(path: str | Path, size: int) -> np.ndarray:
-    """Any image file as [size, size, 3] uint8: EXIF orientation applied, transparency composited on
-    white, the centre square cropped and resized with Lanczos."""
+def load_square(path: str | Path | IO[bytes], size: int) -> np.ndarray:
+    """Any image file (a path or an open binary file) as [size, size, 3] uint8: EXIF orientation
+    applied, transparency composited on white, the centre square cropped and resized with Lanczos."""
     with Image.open(path) as opened:
         image = ImageOps.exif_transpose(opened)
         image.load()
@@ -95,9 +122,15 @@ def load_square(path: str | Path, size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def open_source(data: str, size: int, seed: int) -> WorldSource | FolderSource:
+def open_source(data: str, size: int, seed: int) -> WorldSource | FiniteSource:
+    """--data: "world"; a folder of images with .txt captions; or WebDataset shards, given as a .tar
+    file, a brace pattern ("shards/train-{000..015}.tar"), a glob, or a folder holding only .tar files."""
+    from atelier.train.shards import TarSource, is_shard_spec
+
     if data == "world":
         return WorldSource(seed, size)
+    if is_shard_spec(data):
+        return TarSource(data, size, seed)
     return FolderSource(data, size, seed)
 
 
@@ -105,7 +138,7 @@ class StepExamples:
     """One rank's examples of each step, as a map-style dataset over step numbers, so a
     torch DataLoader can render or read them in worker processes ahead of the training loop."""
 
-    def __init__(self, source: WorldSource | FolderSource, batch: int, rank: int, world_size: int):
+    def __init__(self, source: WorldSource | FiniteSource, batch: int, rank: int, world_size: int):
         from atelier.train.batches import rank_indices
 
         self.source, self.rank_indices = source, rank_indices
