@@ -11,6 +11,7 @@ installed package or a compact copy, and its fingerprint says whether it is the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from atelier.folder import FolderError, staged
 INDEX = "model_index.json"
 KIND = "atelier-pipeline"
 DEFAULTS = {"steps": 20, "sampler": "heun", "guidance": 4.0, "size": 64}
+PARTS = ("transformer", "tokenizer")
 
 
 def save_bundle(path: str | Path, transformer, tokenizer, text_fingerprint: str, defaults: dict[str, Any] | None = None,
@@ -47,3 +49,18 @@ def read_index(path: str | Path) -> dict[str, Any]:
     if index.get("kind") != KIND:
         raise FolderError(f"{path / INDEX} describes a {index.get('kind')!r}, not an Atelier model")
     return index
+
+
+def weights_hash(path: str | Path) -> str:
+    """10 hex digits of SHA-256 over every file of the transformer and tokenizer (names and bytes):
+    the model hash recorded in each image's metadata, as AUTOMATIC1111 records its own."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    for part in PARTS:
+        for file in sorted((path / part).rglob("*")):
+            if file.is_file():
+                digest.update(str(file.relative_to(path)).encode() + b"\0")
+                with open(file, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+    return digest.hexdigest()[:10]

@@ -107,6 +107,62 @@ def _write_json(path: Path | None, data: dict) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
+def _generate_command(args: argparse.Namespace) -> None:
+    import torch
+
+    from atelier.metadata import read_info, save_numbered
+    from atelier.pipeline import MAX_IMAGES, Atelier, GenerationRequest
+
+    torch.set_num_threads(args.threads)
+    if args.source is not None:
+        info = read_info(args.source)
+        if info is None:
+            raise SystemExit(f"error: {args.source} carries no Atelier generation metadata to reproduce")
+        pipe = Atelier.from_pretrained(args.model)
+        image = pipe.reproduce(info)
+        image.info["atelier"] = info
+        path = save_numbered([image], args.output, Path(args.source).suffix)[0]
+        same = _same_pixels(args.source, path)
+        print(f"{path}" + ("  (identical to the original)" if same else "  (pixels differ from the original: "
+                                                                          "lossy format or another machine)"))
+        return
+    prompts = list(args.prompt or [])
+    if args.prompts is not None:
+        prompts += [line.strip() for line in Path(args.prompts).read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise SystemExit("error: give a prompt, --prompts FILE (one prompt per line) or --from IMAGE")
+    pipe = Atelier.from_pretrained(args.model)
+    requests = [GenerationRequest(prompt, args.negative, args.n, args.seed, args.steps, args.guidance, args.size,
+                                  args.sampler) for prompt in prompts]
+    for request in requests:
+        pipe.resolve(request)   # every prompt is checked before the first is drawn
+    chunk = max(1, MAX_IMAGES // args.n)
+    for start in range(0, len(requests), chunk):
+        for images in pipe.generate(requests[start:start + chunk], progress=not args.quiet):
+            for path in save_numbered(images, args.output, f".{args.format}"):
+                print(path)
+
+
+def _same_pixels(a: str | Path, b: str | Path) -> bool:
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(a) as first, Image.open(b) as second:
+        return np.array_equal(np.asarray(first.convert("RGB")), np.asarray(second.convert("RGB")))
+
+
+def _inspect(args: argparse.Namespace) -> None:
+    from atelier.metadata import read_info, read_parameters
+
+    info = read_info(args.image)
+    if info is None:
+        raise SystemExit(f"{args.image}: no generation metadata")
+    if args.json:
+        print(json.dumps(info.to_dict(), indent=1))
+    else:
+        print(read_parameters(args.image) or info.parameters())
+
+
 def _bench(args: argparse.Namespace) -> None:
     if args.target == "train":
         from atelier.train.bench import benchmark
@@ -170,6 +226,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--validate", action="store_true", help="print the oracle's validation table")
     evaluate.add_argument("--json", type=Path, help="where to write the JSON report")
     evaluate.set_defaults(run=_eval)
+
+    generate = commands.add_parser("generate", help="images from text, with their settings inside the files")
+    generate.add_argument("prompt", nargs="*", help="one or more prompts (quote each)")
+    generate.add_argument("-n", type=_positive, default=1, help="images per prompt (seeds SEED, SEED+1, ...)")
+    generate.add_argument("--seed", type=int, help="the first image's seed (default: random)")
+    generate.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    generate.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
+    generate.add_argument("--size", type=int, help="image side in pixels (default: the model's)")
+    generate.add_argument("--sampler", help="euler, heun or multistep (default: the model's)")
+    generate.add_argument("--negative", help="negative prompt: what the images should not show")
+    generate.add_argument("--prompts", type=Path, help="a text file with one prompt per line")
+    generate.add_argument("--from", dest="source", type=Path, help="reproduce this image from its metadata")
+    generate.add_argument("--model", help="a model folder (default: weights/default)")
+    generate.add_argument("-o", "--output", type=Path, default=Path("outputs"))
+    generate.add_argument("--format", choices=["png", "jpg", "webp"], default="png")
+    generate.add_argument("--threads", type=_positive, default=2, help="torch CPU threads")
+    generate.add_argument("--quiet", action="store_true", help="no progress bar")
+    generate.set_defaults(run=_generate_command)
+
+    inspect = commands.add_parser("inspect", help="print how an image was generated")
+    inspect.add_argument("image", type=Path)
+    inspect.add_argument("--json", action="store_true", help="the full metadata as JSON")
+    inspect.set_defaults(run=_inspect)
 
     model = commands.add_parser("model", help="the diffusion transformer's presets")
     model.add_argument("action", choices=["info"])

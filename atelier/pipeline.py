@@ -3,28 +3,64 @@
 The layer users and the server call; it owns no model code, only the wiring: the text encoder
 encodes the prompt, the transformer samples latents (atelier.flow.generate), the tokenizer
 decodes them. A model folder is an atelier.bundle (model_index.json + transformer/ + tokenizer/).
+
+`generate(requests)` is the batch entry point: requests with their own settings, grouped by the
+settings that fix a batch's shape and schedule (size, steps, sampler) and run as one batch each;
+prompt, negative prompt, seed and guidance may differ within a batch. Image k of a request uses
+seed + k and comes out bit for bit the same alone or in any batch: linear layers and attention on
+the CPU give a row the same result whatever the batch, but not whatever the padding of the text,
+so each text is encoded alone and padded to a fixed bucket of its own length (TEXT_BUCKET), and only
+requests of the same bucket share a batch.
 """
 
 from __future__ import annotations
 
+import math
 import random
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from atelier.bundle import read_index
+from atelier.bundle import read_index, weights_hash
 from atelier.folder import FolderError
+from atelier.metadata import GenerationInfo
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "weights" / "default"
+MAX_IMAGES = 16           # per request
+MAX_STEPS = 1000
+MAX_GUIDANCE = 30.0
+SEED_RANGE = 2 ** 32      # seeds are 0 .. 2^32 - 1, as in most tools (a seed + k must stay in range)
+TEXT_BUCKET = 16          # text tokens are padded to a multiple of this
+
+Progress = Callable[[int, int], None]  # (sampling steps done, total) over the whole call
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt's images; settings left None take the model's defaults (model_index.json)."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    n: int = 1
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    size: int | None = None
+    sampler: str | None = None
 
 
 class Atelier:
-    def __init__(self, transformer, tokenizer, text_encoder, index: dict[str, Any], path: Path):
+    def __init__(self, transformer, tokenizer, text_encoder, index: dict[str, Any], path: Path, model_hash: str):
         self.transformer, self.tokenizer, self.text_encoder = transformer, tokenizer, text_encoder
-        self.index, self.path = index, path
+        self.index, self.path, self.model_hash = index, path, model_hash
         self.defaults = index["defaults"]
+        self.name = path.name
+        self.sizes = tuple(self.defaults.get("sizes") or [self.defaults["size"]])
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, device: str = "cpu",
@@ -43,38 +79,134 @@ class Atelier:
                               f"ATELIER_TEXT_ENCODER at the right copy")
         transformer = SpaceTimeTransformer.from_pretrained(path / "transformer", device=device)
         tokenizer = Autoencoder.from_pretrained(path / "tokenizer", device=device)
-        return cls(transformer, tokenizer, encoder, index, path)
+        return cls(transformer, tokenizer, encoder, index, path.resolve(), weights_hash(path))
 
-    def text_to_image(self, prompt: str, n: int = 1, seed: int | None = None, steps: int | None = None,
-                      guidance: float | None = None, size: int | None = None,
-                      sampler: str | None = None) -> list[Image.Image]:
-        """`n` images of `prompt`; image k uses seed + k, so any one of them can be made again alone."""
+    def text_to_image(self, prompt: str, negative_prompt: str | None = None, n: int = 1, seed: int | None = None,
+                      steps: int | None = None, guidance: float | None = None, size: int | None = None,
+                      sampler: str | None = None, progress: Progress | bool = False) -> list[Image.Image]:
+        """`n` images of `prompt`, each carrying its GenerationInfo in image.info["atelier"]."""
+        request = GenerationRequest(prompt, negative_prompt, n, seed, steps, guidance, size, sampler)
+        return self.generate([request], progress=progress)[0]
+
+    def generate(self, requests: Sequence[GenerationRequest],
+                 progress: Progress | bool = False) -> list[list[Image.Image]]:
+        """The images of each request, in order. Every request is checked before any sampling starts."""
+        import torch
+
         from atelier.flow.generate import generate_latents
+        from atelier.text.encoder import TextBatch
 
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError("the prompt must be a non-empty string")
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
-        steps = steps or self.defaults["steps"]
-        guidance = self.defaults["guidance"] if guidance is None else guidance
-        size = size or self.defaults["size"]
-        sampler = sampler or self.defaults["sampler"]
-        factor = self.tokenizer.config.downsample * self.transformer.config.patch_size
-        if size % factor:
-            raise ValueError(f"size {size} must be a multiple of {factor} for this model")
-        seed = random.randrange(2 ** 31) if seed is None else seed
-        seeds = [seed + k for k in range(n)]
-        text = self.text_encoder.encode([prompt] * n)
-        side = size // self.tokenizer.config.downsample
-        shape = (1, self.transformer.config.latent_channels, side, side)
-        latents = generate_latents(self.transformer, text, seeds, shape, steps=steps, sampler=sampler,
-                                   text_scale=guidance)
-        pixels = self.tokenizer.decode(latents)[:, 0]                                    # [n, 3, H, W]
-        arrays = ((pixels + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
-        images = []
-        for k, array in enumerate(arrays):
-            image = Image.fromarray(np.ascontiguousarray(array))
-            image.info["atelier"] = {"prompt": prompt, "seed": seeds[k], "steps": steps, "guidance": guidance,
-                                     "sampler": sampler, "size": size, "model": self.path.name}
-            images.append(image)
-        return images
+        resolved = [self.resolve(request) for request in requests]
+        out: list[list[Image.Image]] = [[] for _ in resolved]
+        encoded: dict[str, TextBatch] = {}
+        for request in resolved:
+            for text in (request.prompt, request.negative_prompt):
+                if text not in encoded:
+                    encoded[text] = self.text_encoder.encode([text])
+        groups: dict[tuple[int, int, str, int], list[int]] = {}
+        for number, request in enumerate(resolved):
+            longest = max(encoded[request.prompt].tokens.shape[1], encoded[request.negative_prompt].tokens.shape[1])
+            bucket = TEXT_BUCKET * math.ceil(longest / TEXT_BUCKET)
+            groups.setdefault((request.size, request.steps, request.sampler, bucket), []).append(number)
+        total = sum(steps for _, steps, _, _ in groups)   # the progress counts sampling steps
+        done = 0
+        report = _progress_bar(total) if progress is True else (progress or None)
+        for (size, steps, sampler, bucket), members in groups.items():
+            rows = [(number, k) for number in members for k in range(resolved[number].n)]
+            prompts = [resolved[number].prompt for number, _ in rows]
+            negatives = [resolved[number].negative_prompt for number, _ in rows]
+            text = TextBatch.cat([encoded[p].pad_to(bucket) for p in prompts])
+            negative = TextBatch.cat([encoded[p].pad_to(bucket) for p in negatives])
+            side = size // self.tokenizer.config.downsample
+            shape = (1, self.transformer.config.latent_channels, side, side)
+
+            def on_step(state: dict[str, Any], base: int = done) -> None:
+                if report:
+                    report(base + state["i"] + 1, total)
+
+            latents = generate_latents(
+                self.transformer, text, [resolved[number].seed + k for number, k in rows], shape,
+                steps=steps, sampler=sampler, text_scale=[resolved[number].guidance for number, _ in rows],
+                negative=negative, has_negative=[bool(n) for n in negatives],
+                unconditional=[not p for p in prompts], callback=on_step)
+            done += steps
+            # One image at a time: the decoder's convolutions, like small matmuls, vary in the last bit with the batch.
+            pixels = torch.cat([self.tokenizer.decode(latent[None]) for latent in latents])[:, 0]  # [rows, 3, H, W]
+            arrays = ((pixels + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+            for (number, k), array in zip(rows, arrays):
+                request = resolved[number]
+                image = Image.fromarray(np.ascontiguousarray(array))
+                image.info["atelier"] = GenerationInfo(
+                    prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed + k,
+                    steps=steps, guidance=request.guidance, sampler=sampler, size=size, model=self.name,
+                    model_hash=self.model_hash)
+                out[number].append(image)
+        if report and done < total:
+            report(total, total)
+        return out
+
+    def resolve(self, request: GenerationRequest) -> GenerationRequest:
+        """The request with the model's defaults filled in and every setting checked; an empty
+        prompt (unconditional) and an over-long one (truncated) are allowed with a warning."""
+        from atelier.flow.samplers import SAMPLERS
+
+        if not isinstance(request.prompt, str):
+            raise ValueError(f"the prompt must be a string, got {type(request.prompt).__name__}")
+        if request.negative_prompt is not None and not isinstance(request.negative_prompt, str):
+            raise ValueError("the negative prompt must be a string")
+        defaults = self.defaults
+        steps = defaults["steps"] if request.steps is None else request.steps
+        guidance = defaults["guidance"] if request.guidance is None else request.guidance
+        size = defaults["size"] if request.size is None else request.size
+        sampler = defaults["sampler"] if request.sampler is None else request.sampler
+        seed = random.randrange(SEED_RANGE - MAX_IMAGES) if request.seed is None else request.seed
+        if not _integer(request.n) or not 1 <= request.n <= MAX_IMAGES:
+            raise ValueError(f"n must be a whole number from 1 to {MAX_IMAGES}, got {request.n!r}")
+        if not _integer(steps) or not 1 <= steps <= MAX_STEPS:
+            raise ValueError(f"steps must be a whole number from 1 to {MAX_STEPS}, got {steps!r}")
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
+                or not 0 <= guidance <= MAX_GUIDANCE:
+            raise ValueError(f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {guidance!r}")
+        if size not in self.sizes:
+            raise ValueError(f"size {size!r} is not supported by {self.name}; allowed: "
+                             f"{', '.join(str(s) for s in self.sizes)}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+        if not _integer(seed) or not 0 <= seed <= SEED_RANGE - request.n:
+            raise ValueError(f"seed must be a whole number from 0 to {SEED_RANGE - request.n}, got {seed!r}")
+        prompt = request.prompt.strip()
+        if not prompt:
+            warnings.warn("the prompt is empty: generating without a prompt (unconditional)", stacklevel=3)
+        for text, what in ((prompt, "prompt"), ((request.negative_prompt or "").strip(), "negative prompt")):
+            if text and self.text_encoder.overflows(text):
+                warnings.warn(f"the {what} is longer than the text encoder's {self.text_encoder.max_length} tokens; "
+                              f"the end is ignored", stacklevel=3)
+        return replace(request, prompt=prompt, negative_prompt=(request.negative_prompt or "").strip(), seed=seed,
+                       steps=steps, guidance=float(guidance), size=size, sampler=sampler)
+
+    def reproduce(self, info: GenerationInfo) -> Image.Image:
+        """The image `info` describes, made again; refused when this model's weights differ from the recorded ones."""
+        if info.model_hash != self.model_hash:
+            raise ValueError(f"the image was made by model {info.model!r} with hash {info.model_hash}, but the model "
+                             f"loaded from {self.path} has hash {self.model_hash}: its weights differ, so the image "
+                             f"cannot be reproduced exactly; load the model it names")
+        if info.task != "text_to_image":
+            raise ValueError(f"reproducing a {info.task!r} image is not supported yet")
+        return self.text_to_image(info.prompt, info.negative_prompt or None, 1, info.seed, info.steps, info.guidance,
+                                  info.size, info.sampler)[0]
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _progress_bar(total: int) -> Progress:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="step", desc="sampling", leave=False, dynamic_ncols=True)
+
+    def report(done: int, _: int) -> None:
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+    return report

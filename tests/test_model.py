@@ -113,6 +113,19 @@ def test_text_padding_and_batch_neighbours_do_not_leak(model):
     assert torch.allclose(both[:1], alone, atol=1e-5)
 
 
+def test_in_eval_mode_a_sample_gets_the_same_bits_in_any_batch(model):
+    """What lets `atelier generate --from` remake an image exactly (atelier.model.rowlinear); a
+    16x16 latent gives each sample the 64 token rows the per-token layers need."""
+    x = canvas(5, 1, 4, 16, 16)
+    t = torch.tensor([0.3, 0.8, 0.5, 0.1, 0.9])
+    tokens, mask, pooled = text(5)
+    with torch.no_grad():
+        batch = model(x, t, tokens, mask, pooled)
+        for row in (0, 3):
+            alone = model(x[row:row + 1], t[row:row + 1], tokens[row:row + 1], mask[row:row + 1], pooled[row:row + 1])
+            assert torch.equal(batch[row:row + 1], alone)
+
+
 def test_dropped_text_ignores_the_caption(model):
     x = canvas(1, 1, 4, 8, 8)
     t = torch.full((1,), 0.5)

@@ -13,23 +13,40 @@ from atelier.flow.samplers import Callback, get_sampler, initial_noise, time_gri
 
 @torch.no_grad()
 def generate_latents(model, text, seeds: Sequence[int], latent_shape: Sequence[int], steps: int = 20,
-                     sampler: str = "heun", text_scale: float = 4.0, context_scale: float = 1.0,
+                     sampler: str = "heun", text_scale: float | Sequence[float] = 4.0, context_scale: float = 1.0,
                      keep_mask: torch.Tensor | None = None, context: torch.Tensor | None = None,
                      camera: torch.Tensor | None = None, callback: Callback | None = None,
-                     progress: bool = False) -> torch.Tensor:
+                     progress: bool = False, negative=None, has_negative: Sequence[bool] | None = None,
+                     unconditional: Sequence[bool] | None = None) -> torch.Tensor:
     """Latents [len(seeds), F, C, h, w] for `text` (anything with .tokens, .mask and .pooled, one
-    row per seed), integrated from noise with `sampler` in `steps` steps; latent_shape is (F, C, h, w).
-    The timestep shift follows the canvas size as in training."""
+    row per seed; a TextBatch when `negative` is given), integrated from noise with `sampler` in
+    `steps` steps; latent_shape is (F, C, h, w). The timestep shift follows the canvas size as in
+    training. text_scale may differ per row; `negative` (one row per seed, used where has_negative)
+    replaces the dropped text in guidance; rows marked `unconditional` ignore their text."""
     parameter = next(model.parameters())
+    device = parameter.device
     frames, _, height, width = latent_shape
     patch = model.config.patch_size
     shift = timestep_shift(frames * (height // patch) * (width // patch), model.config.base_tokens)
-    cond = Conditioning(text.tokens.to(parameter.device), text.mask.to(parameter.device),
-                        text.pooled.to(parameter.device), keep_mask=keep_mask, context=context, camera=camera)
-    noise = initial_noise(latent_shape, seeds, device=parameter.device)
+    negatives = {}
+    if negative is not None and has_negative is not None and any(has_negative):
+        length = max(text.tokens.shape[1], negative.tokens.shape[1])
+        text, negative = text.pad_to(length), negative.pad_to(length)
+        negatives = {"negative_tokens": negative.tokens.to(device), "negative_mask": negative.mask.to(device),
+                     "negative_pooled": negative.pooled.to(device),
+                     "has_negative": torch.tensor(list(has_negative), dtype=torch.bool, device=device)}
+    tokens, mask, pooled = text.tokens, text.mask, text.pooled
+    rows_without_text = None if unconditional is None else torch.tensor(list(unconditional), dtype=torch.bool,
+                                                                        device=device)
+    cond = Conditioning(tokens.to(device), mask.to(device), pooled.to(device), keep_mask=keep_mask, context=context,
+                        camera=camera, unconditional=rows_without_text, **negatives)
+    if not isinstance(text_scale, (int, float)):
+        text_scale = torch.tensor([float(s) for s in text_scale], device=device)
+    noise = initial_noise(latent_shape, seeds, device=device)
     denoiser = GuidedDenoiser(model, cond, text_scale=text_scale, context_scale=context_scale)
-    latents = get_sampler(sampler)(denoiser, noise, time_grid(steps, shift, device=parameter.device),
+    latents = get_sampler(sampler)(denoiser, noise, time_grid(steps, shift, device=device),
                                    callback=callback, progress=progress)
     if keep_mask is not None and context is not None:
         latents = torch.where(keep_mask >= 0.5, context, latents)
     return latents
+

@@ -23,6 +23,12 @@ from atelier.model.memory import ProductKeyMemory
 from atelier.model.rope import rope_table
 
 KIND = "atelier-transformer"
+# In inference the per-sample conditioning (timestep, pooled text, camera, adaLN) runs on at least this
+# many rows, zero-padded: CPU BLAS and vectorised loops take other paths for a few rows than for many,
+# so a batch of 1 and a batch of 8 gave an image different last bits and `atelier generate --from`
+# could not remake it exactly (Horace He, Thinking Machines Lab 2025, "Defeating Nondeterminism in LLM
+# Inference"). The per-token layers already see 64 rows per sample from 64 px up.
+MIN_CONDITION_ROWS = 64
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -61,15 +67,22 @@ class Block(nn.Module):
     def forward(self, text: torch.Tensor, visual: torch.Tensor, text_cond: torch.Tensor, frame_cond: torch.Tensor,
                 text_mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """text [B, L, D], visual [B, F, N, D], text_cond [B, D], frame_cond [B, F, D]"""
-        t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = self.modulation(text_cond)[:, None].chunk(6, -1)
-        v_shift1, v_scale1, v_gate1, v_shift2, v_scale2, v_gate2 = self.modulation(frame_cond)[:, :, None].chunk(6, -1)
+        batch = visual.shape[0]   # the conditioning may carry padding rows (SpaceTimeTransformer.forward)
+        t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = \
+            self.modulation(text_cond)[:batch, None].chunk(6, -1)
+        v_shift1, v_scale1, v_gate1, v_shift2, v_scale2, v_gate2 = \
+            self.modulation(frame_cond)[:batch, :, None].chunk(6, -1)
         text_in = modulate(self.norm1(text), t_shift1, t_scale1)                  # [B, L, D]
         visual_in = modulate(self.norm1(visual), v_shift1, v_scale1)              # [B, F, N, D]
         text_out, visual_out = self.attn(text_in, visual_in, text_mask, rope, self.mode)
         text = text + t_gate1 * text_out                                         # [B, L, D]
         visual = visual + v_gate1 * visual_out                                   # [B, F, N, D]
-        text = text + t_gate2 * self.ffn(modulate(self.norm2(text), t_shift2, t_scale2))
-        visual = visual + v_gate2 * self.ffn(modulate(self.norm2(visual), v_shift2, v_scale2))
+        text_ffn_in = modulate(self.norm2(text), t_shift2, t_scale2)               # [B, L, D]
+        visual_ffn_in = modulate(self.norm2(visual), v_shift2, v_scale2)         # [B, F, N, D]
+        tokens = torch.cat([text_ffn_in, visual_ffn_in.flatten(1, 2)], dim=1)    # [B, L + F*N, D]: one matmul
+        text_ffn, visual_ffn = self.ffn(tokens).split([text.shape[1], visual.shape[1] * visual.shape[2]], dim=1)
+        text = text + t_gate2 * text_ffn                                         # [B, L, D]
+        visual = visual + v_gate2 * visual_ffn.unflatten(1, visual.shape[1:3])   # [B, F, N, D]
         return text, visual
 
 
@@ -81,7 +94,7 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(width, patch_size * patch_size * channels)
 
     def forward(self, visual: torch.Tensor, frame_cond: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.modulation(frame_cond)[:, :, None].chunk(2, -1)      # [B, F, 1, D] each
+        shift, scale = self.modulation(frame_cond)[:visual.shape[0], :, None].chunk(2, -1)  # [B, F, 1, D] each
         return self.linear(modulate(self.norm(visual), shift, scale))           # [B, F, N, p*p*C]
 
 
@@ -146,10 +159,12 @@ class SpaceTimeTransformer(nn.Module):
         visual = self.patch_embed(canvas)                                          # [B, F, N, D]
         if camera is None:   # no camera is the zero vector, so every parameter takes part in every step (DDP)
             camera = x.new_zeros(batch, frames, self.config.camera_dim)
-        frame_cond = self.time_embed(t) + self.pooled_embed(text_pooled)[:, None]  # [B, F, D]
-        frame_cond = frame_cond + self.camera_embed(camera.to(frame_cond.dtype))   # [B, F, D]
-        text_cond = frame_cond.mean(dim=1)                                         # [B, D]
-        text = self.text_embed(text_tokens.to(visual.dtype))                       # [B, L, D]
+        rows = batch if self.training else max(batch, -(-MIN_CONDITION_ROWS // frames))
+        t, pooled, camera = (_pad_rows(v, rows) for v in (t, text_pooled, camera))
+        frame_cond = self.time_embed(t) + self.pooled_embed(pooled)[:, None]       # [R, F, D], R >= B rows
+        frame_cond = frame_cond + self.camera_embed(camera.to(frame_cond.dtype))   # [R, F, D]
+        text_cond = frame_cond.mean(dim=1)                                         # [R, D]
+        text = self.text_embed(_pad_rows(text_tokens.to(visual.dtype), rows))[:batch]  # [B, L, D]
         rope = rope_table(frames, height // p, width // p, self.config.rope_dims, self.config.rope_theta, x.device)
 
         for block in self.blocks:
@@ -208,3 +223,10 @@ class SpaceTimeTransformer(nn.Module):
         check_state_dict(model.state_dict(), tensors, f"model folder {path}")
         model.load_state_dict(tensors)
         return model.to(device).eval()
+
+
+def _pad_rows(values: torch.Tensor, rows: int) -> torch.Tensor:
+    """values [B, ...] with zero rows appended up to `rows`."""
+    if values.shape[0] >= rows:
+        return values
+    return torch.cat([values, values.new_zeros(rows - values.shape[0], *values.shape[1:])])

@@ -293,6 +293,10 @@ class TextEncoder(nn.Module):
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 
+    def overflows(self, text: str) -> bool:
+        """Whether `text` is longer than max_length tokens, so that encoding drops its end."""
+        return bool(self.tokenizer.encode(text).overflowing)
+
     def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """Embedding rows [B, L] int64 and mask [B, L] bool on the CPU, padded with [PAD] to the longest text
         and truncated to max_length. A row is the token id, or for a compact copy the id's kept row."""

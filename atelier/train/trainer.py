@@ -196,7 +196,7 @@ class Trainer:
         if self.processes.is_main:
             training = {"steps": self.step, "images": self.step * self.config.batch, "config": self.config.to_dict()}
             save_bundle(path, self._ema_model(ema_state).cpu(), self.tokenizer.cpu(), self.text_encoder.fingerprint,
-                        defaults={"size": self.config.size}, training=training)
+                        defaults={"size": self.config.size, "sizes": [self.config.size]}, training=training)
             self.tokenizer.to(self.processes.device)
             self.log(f"exported the EMA weights to {path}")
         return path
