@@ -46,13 +46,8 @@ class Reading:
 
 def size_class(diameter: float) -> str:
     """Size class of a diameter: classes split halfway between one class's largest diameter
-    and the next class's smallest."""
-    names = vocab.SIZE_NAMES
-    for smaller, larger in zip(names, names[1:]):
-        boundary = (vocab.SIZES[smaller] + vocab.SIZES[larger] * (1 - vocab.SIZE_JITTER)) / 2
-        if diameter < boundary:
-            return smaller
-    return names[-1]
+    and the next class's smallest (see vocab.size_name)."""
+    return vocab.size_name(diameter)
 
 
 def _fit_shape(alphas: list[np.ndarray]) -> tuple[str | None, float, float]:
@@ -119,7 +114,11 @@ def _colour(pixels_rgb: np.ndarray, mask: np.ndarray, depth: np.ndarray, image_s
     return object_colour(pixels_rgb[chosen])
 
 
-def read_objects(image: np.ndarray, background: BackgroundReading) -> tuple[Detection, ...]:
+def read_objects(image: np.ndarray, background: BackgroundReading,
+                 alphas_out: list[list[np.ndarray]] | None = None) -> tuple[Detection, ...]:
+    """Every object on the background. When `alphas_out` is a list, each detection's soft
+    coverage estimates (its window, with a margin of 2 pixels) are appended to it in order, for
+    readers that fit more than the upright shapes (atelier.evaluate.orientation)."""
     size = image.shape[1]
     labels, _ = ndimage.label(background.foreground(image, FOREGROUND_DISTANCE))
     detections = []
@@ -144,6 +143,8 @@ def read_objects(image: np.ndarray, background: BackgroundReading) -> tuple[Dete
             inks.append(np.asarray(vocab.secondary_shade(tuple(primary), colour)))
         alphas = [_coverage(window, model, inks, space, rim, inside) for space in COVERAGE_SPACES]
         shape, iou, radius = _fit_shape(alphas)
+        if alphas_out is not None:
+            alphas_out.append(alphas)
         cx = (box[1].start + box[1].stop) / 2 / size
         cy = (box[0].start + box[0].stop) / 2 / size
         diameter = 2 * radius / size

@@ -57,6 +57,24 @@ def _bootstrap(per_prompt: np.ndarray, rng: np.random.Generator) -> tuple[float,
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def score_rows(groups: dict[str, np.ndarray], rng: np.random.Generator, count_name: str = "prompts") -> dict:
+    """Per group: its mean score, a 95% bootstrap interval resampling its members, its size.
+    Shared by every suite (images, edits, ...) so their intervals mean the same thing."""
+    return {name: {"score": float(scores.mean()), "ci95": list(_bootstrap(scores, rng)), count_name: len(scores)}
+            for name, scores in groups.items()}
+
+
+def mean_of_groups(groups: dict[str, np.ndarray], rng: np.random.Generator) -> tuple[float, list[float]]:
+    """The mean of the groups' mean scores (each category weighs the same, as in GenEval) and
+    its 95% bootstrap interval, resampling each group's members on their own."""
+    if not groups:
+        return float("nan"), [float("nan"), float("nan")]
+    overall = float(np.mean([scores.mean() for scores in groups.values()]))
+    draws = [np.mean([s[rng.integers(0, len(s), len(s))].mean() for s in groups.values()])
+             for _ in range(BOOTSTRAP_SAMPLES)]
+    return overall, [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+
+
 def summarise(results: Sequence[PromptResult]) -> dict:
     """Scores per category and subset with 95% bootstrap intervals (resampling prompts,
     since images of one prompt are not independent); deterministic."""
@@ -66,19 +84,13 @@ def summarise(results: Sequence[PromptResult]) -> dict:
         groups = {name: np.array([r.score for r in results if getattr(r.prompt, field) == name]) for name in names}
         return {name: scores for name, scores in groups.items() if len(scores)}
 
-    def rows(groups: dict[str, np.ndarray]) -> dict:
-        return {name: {"score": float(scores.mean()), "ci95": list(_bootstrap(scores, rng)), "prompts": len(scores)}
-                for name, scores in groups.items()}
-
     by_category = scores_by("category", CATEGORIES)
-    categories = rows(by_category)
-    subsets = rows(scores_by("subset", SUBSETS))
-    overall = float(np.mean([c["score"] for c in categories.values()])) if categories else float("nan")
-    draws = [np.mean([s[rng.integers(0, len(s), len(s))].mean() for s in by_category.values()])
-             for _ in range(BOOTSTRAP_SAMPLES)] if by_category else [float("nan")]
+    categories = score_rows(by_category, rng)
+    subsets = score_rows(scores_by("subset", SUBSETS), rng)
+    overall, overall_ci95 = mean_of_groups(by_category, rng)
     return {
         "overall": overall,
-        "overall_ci95": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))],
+        "overall_ci95": overall_ci95,
         "categories": categories,
         "subsets": subsets,
         "images": int(sum(len(r.correct) for r in results)),

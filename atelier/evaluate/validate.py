@@ -117,11 +117,12 @@ def _score(prompts, images: dict[str, list[np.ndarray]], against: dict[str, Eval
     return [score_prompt(against[p.id], images[p.id]) for p in prompts if p.id in against]
 
 
-def _shuffled(prompts: Sequence[EvalPrompt], seed: int = 0) -> dict[str, EvalPrompt]:
-    """Each prompt paired with another prompt of its category (a derangement)."""
+def _shuffled(prompts: Sequence[EvalPrompt], seed: int = 0, categories: Sequence[str] = CATEGORIES) -> dict:
+    """Each prompt paired with another prompt of its category (a derangement); any suite's
+    prompts with `.id` and `.category` can pass their own category names."""
     rng = random.Random(seed)
     pairing = {}
-    for category in CATEGORIES:
+    for category in categories:
         group = [p for p in prompts if p.category == category]
         if len(group) < 2:
             continue

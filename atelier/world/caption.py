@@ -90,7 +90,7 @@ PLURALS = {"cross": "crosses", "plus sign": "plus signs", "half circle": "half c
 _PREFIXES = ("", "", "", "a picture of ", "an image of ", "a drawing of ", "a simple illustration of ")
 
 
-def _article(determiner: str, following: str) -> str:
+def article(determiner: str, following: str) -> str:
     return "an" if determiner == "a" and following[0] in "aeiou" else determiner
 
 
@@ -166,7 +166,7 @@ class _Speaker:
         if group.region:
             body += " " + self.pick("regions", group.region)
         determiner = self.pick("counts", group.count)
-        return f"{_article(determiner, body)} {body}"
+        return f"{article(determiner, body)} {body}"
 
     def background_phrase(self, bg: BackgroundQuery) -> str:
         noun = self.pick_background_noun()
@@ -175,7 +175,7 @@ class _Speaker:
             lead = self.rng.choice(("on", "against", "with"))
             if not colours:
                 return f"on a single colour {noun}"
-            return f"{lead} {_article('a', colours[0])} {colours[0]} {noun}"
+            return f"{lead} {article('a', colours[0])} {colours[0]} {noun}"
         if bg.kind == "gradient":
             run = ""
             if bg.direction == "horizontal":
@@ -192,7 +192,7 @@ class _Speaker:
             return f"on a {adjective} {noun}"
         if bg.kind == "stripes" and self.rng.random() < 0.5:
             return f"on a {noun} of {colours[0]} and {colours[1]} horizontal stripes"
-        return f"on {_article('a', colours[0])} {colours[0]} and {colours[1]} {adjective} {noun}"
+        return f"on {article('a', colours[0])} {colours[0]} and {colours[1]} {adjective} {noun}"
 
     def pick_background_noun(self) -> str:
         table = HELD_OUT.background if self.held_out else TRAIN.background
@@ -267,3 +267,9 @@ def describe(scene: Scene, rng: random.Random) -> Query:
         colours = bg.colours if rng.random() < 0.9 else ()
         background = BackgroundQuery(kind=bg.kind, colours=colours, direction=direction)
     return Query(objects=tuple(objects), relations=tuple(relations), background=background)
+
+
+def speaker(rng: random.Random, held_out: bool = False) -> _Speaker:
+    """The grammar's word chooser, for other sentences in the captions' style (edit
+    instructions): `pick(table, key)`, `noun(shape, plural)`, `object_phrase(group)`."""
+    return _Speaker(rng, held_out)

@@ -47,8 +47,13 @@ def render_background(background: Background, size: int) -> np.ndarray:
     return np.where(pattern_mask(size, background.kind)[:, :, None], first, second).astype(np.float32)
 
 
-def _sprite_of(obj: SceneObject, size: int):
-    return sprite(obj.shape, obj.diameter * size, obj.texture, size)
+def _placed_sprite(obj: SceneObject, size: int):
+    """The object's sprite and its window's top-left corner and side; a turned sprite's larger
+    window is centred where the object's own window is."""
+    spr = sprite(obj.shape, obj.diameter * size, obj.texture, size, obj.angle)
+    x0, y0, window = obj.pixel_origin(size)
+    pad = (spr.coverage.shape[0] - window) // 2
+    return spr, x0 - pad, y0 - pad, window + 2 * pad
 
 
 def _clip(x0: int, y0: int, window: int, size: int) -> tuple[slice, slice, slice, slice]:
@@ -63,8 +68,7 @@ def render(scene: Scene) -> np.ndarray:
     size = scene.size
     image = render_background(scene.background, size)
     for obj in scene.objects:
-        spr = _sprite_of(obj, size)
-        x0, y0, window = obj.pixel_origin(size)
+        spr, x0, y0, window = _placed_sprite(obj, size)
         iy, ix, sy, sx = _clip(x0, y0, window, size)
         coverage = spr.coverage[sy, sx, None]
         shade = spr.shade[sy, sx, None]
@@ -78,9 +82,7 @@ def render(scene: Scene) -> np.ndarray:
 def object_coverage(scene: Scene, index: int) -> np.ndarray:
     """Anti-aliased coverage (0..1 float32, [size, size]) of one object."""
     size = scene.size
-    obj = scene.objects[index]
-    spr = _sprite_of(obj, size)
-    x0, y0, window = obj.pixel_origin(size)
+    spr, x0, y0, window = _placed_sprite(scene.objects[index], size)
     iy, ix, sy, sx = _clip(x0, y0, window, size)
     out = np.zeros((size, size), dtype=np.float32)
     out[iy, ix] = spr.coverage[sy, sx]

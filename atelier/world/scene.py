@@ -39,6 +39,7 @@ class SceneObject:
     centre: tuple[float, float]  # fractions of the image, x right, y down
     diameter: float  # fraction of the image width
     rgb: RGB  # the colour actually drawn (named colour plus jitter), 0..1
+    angle: float = 0.0  # degrees anticlockwise about the centroid; only clips turn objects
 
     def pixel_origin(self, image_size: int) -> tuple[int, int, int]:
         """Top-left corner and side of this object's sprite window, in pixels."""
@@ -71,7 +72,7 @@ class Scene:
             "objects": [
                 {"shape": o.shape, "colour": o.colour, "size": o.size, "texture": o.texture,
                  "region": vocab.REGIONS[o.region], "centre": [round(c, 4) for c in o.centre],
-                 "diameter": round(o.diameter, 4)}
+                 "diameter": round(o.diameter, 4)} | ({"angle": round(o.angle, 4)} if o.angle else {})
                 for o in self.objects
             ],
         }
@@ -87,7 +88,7 @@ def _distance(a: RGB, b: RGB) -> float:
     return math.sqrt((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 + (a[2] - b[2]) ** 2)
 
 
-def _distance_to_segment(p: RGB, a: RGB, b: RGB) -> float:
+def distance_to_segment(p: RGB, a: RGB, b: RGB) -> float:
     ab = [b[i] - a[i] for i in range(3)]
     denom = sum(x * x for x in ab) or 1.0
     t = max(0.0, min(1.0, sum((p[i] - a[i]) * ab[i] for i in range(3)) / denom))
@@ -96,7 +97,7 @@ def _distance_to_segment(p: RGB, a: RGB, b: RGB) -> float:
 
 def _distance_to_background(rgb: RGB, background: Background) -> float:
     if background.kind == "gradient":
-        return _distance_to_segment(rgb, background.rgbs[0], background.rgbs[1])
+        return distance_to_segment(rgb, background.rgbs[0], background.rgbs[1])
     return min(_distance(rgb, c) for c in background.rgbs)
 
 
@@ -134,16 +135,18 @@ def _diameter(rng: random.Random, size: str, image_size: int) -> float:
     return round(raw * 4) / 4 / image_size
 
 
-def _make_object(rng: random.Random, image_size: int, region: int, shape: str, colour: str,
-                 size: str, texture: str) -> SceneObject:
+def make_object(rng: random.Random, image_size: int, region: int, shape: str, colour: str,
+                size: str, texture: str) -> SceneObject:
+    """An object sized, placed in a region's cell and coloured as the world draws one."""
     diameter = _diameter(rng, size, image_size)
     return SceneObject(shape=shape, colour=colour, size=size, texture=texture, region=region,
                        centre=place(rng, region, diameter, image_size), diameter=diameter,
                        rgb=jitter_colour(rng, colour))
 
 
-def _random_background(rng: random.Random, kind: str | None = None, colours: tuple[str, ...] = (),
-                       direction: str | None = None) -> Background:
+def random_background(rng: random.Random, kind: str | None = None, colours: tuple[str, ...] = (),
+                      direction: str | None = None) -> Background:
+    """A background drawn as the world draws one, optionally of a given kind, colours and direction."""
     if kind is None:
         kind = rng.choices(list(BACKGROUND_WEIGHTS), weights=list(BACKGROUND_WEIGHTS.values()))[0]
     n = 1 if kind == "solid" else 2
@@ -178,11 +181,11 @@ def sample_scene(rng: random.Random, size: int = 64, split: str = "train") -> Sc
             shape, size_name = rng.choice(vocab.SHAPES), rng.choice(vocab.SIZE_NAMES)
             kinds.append((shape, rng.choice(vocab.COLOUR_NAMES), size_name,
                           rng.choice(vocab.textures_for(shape, size_name))))
-        objects = tuple(_make_object(rng, size, region, *kind) for region, kind in zip(regions, kinds))
+        objects = tuple(make_object(rng, size, region, *kind) for region, kind in zip(regions, kinds))
         if not allowed_in(split, objects):
             continue
         for _ in range(20):
-            background = _random_background(rng)
+            background = random_background(rng)
             if all(contrasts(o, background) for o in objects):
                 return Scene(size=size, background=background, objects=objects)
 
@@ -211,11 +214,11 @@ def realize(query: Query, rng: random.Random, size: int = 64, attempts: int = 20
         objects = []
         for shape, colour, size_name, texture, region in specs:
             cell = vocab.REGIONS.index(region) if region is not None else free.pop()
-            objects.append(_make_object(rng, size, cell, shape, colour, size_name, texture))
+            objects.append(make_object(rng, size, cell, shape, colour, size_name, texture))
         if bg_query is None:
-            background = _random_background(rng)
+            background = random_background(rng)
         else:
-            background = _random_background(rng, bg_query.kind, bg_query.colours, bg_query.direction)
+            background = random_background(rng, bg_query.kind, bg_query.colours, bg_query.direction)
         objects = [o if contrasts(o, background) else _recolour_free(rng, o, background, query) for o in objects]
         if any(o is None for o in objects):
             continue
@@ -244,3 +247,4 @@ def recoloured(obj: SceneObject, background: Background, rng: random.Random,
         if contrasts(candidate, background):
             return candidate
     return None
+

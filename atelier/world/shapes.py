@@ -117,22 +117,46 @@ def shape_frame(shape: str) -> ShapeFrame:
     )
 
 
-def inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Inside test in normalised coordinates (bounding box centred, larger side [-1, 1])."""
+def inside(shape: str, u: np.ndarray, v: np.ndarray, angle: float = 0.0) -> np.ndarray:
+    """Inside test in normalised coordinates (bounding box centred, larger side [-1, 1]), of the
+    shape turned `angle` degrees anticlockwise about its centroid, so a spinning shape stays put."""
     frame = shape_frame(shape)
+    if angle:
+        cu, cv = frame.centroid
+        cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        du, dv = u - cu, v - cv
+        u, v = cu + cos * du + sin * dv, cv - sin * du + cos * dv
     return _raw_inside(shape, frame.centre_u + u * frame.scale, frame.centre_v + v * frame.scale)
 
 
+@cache
+def rotation_reach(shape: str) -> float:
+    """How far (normalised units) the shape reaches from its box centre at any angle: its
+    centroid's offset plus its farthest point from the centroid."""
+    axis = np.linspace(-1.0, 1.0, 801)
+    u, v = np.meshgrid(axis, axis)
+    hit = inside(shape, u, v)
+    cu, cv = shape_frame(shape).centroid
+    return float(math.hypot(cu, cv) + np.sqrt((u[hit] - cu) ** 2 + (v[hit] - cv) ** 2).max())
+
+
+def rotation_pad(shape: str, diameter: float) -> int:
+    """Pixels added on every side of a turned sprite's window so any angle fits; the same for
+    every angle, so the window's centre (and the object's) never moves as it turns."""
+    return int(math.ceil(diameter * (rotation_reach(shape) - 1) / 2)) + 1
+
+
 def rasterise(shape: str, cx: float, cy: float, radius: float, height: int, width: int,
-              supersample: int = 1) -> np.ndarray:
+              supersample: int = 1, angle: float = 0.0) -> np.ndarray:
     """Coverage (0..1, float32) of a shape centred at pixel coordinates (cx, cy) with half
-    diameter `radius` on a height x width grid whose pixel (0, 0) spans [0, 1)^2."""
+    diameter `radius` on a height x width grid whose pixel (0, 0) spans [0, 1)^2, turned
+    `angle` degrees anticlockwise about its centroid."""
     offsets = (np.arange(supersample) + 0.5) / supersample
     xs = (np.arange(width)[:, None] + offsets[None, :]).reshape(-1)
     ys = (np.arange(height)[:, None] + offsets[None, :]).reshape(-1)
     u = (xs[None, :] - cx) / radius
     v = -(ys[:, None] - cy) / radius
-    hit = inside(shape, u, v).astype(np.float32)
+    hit = inside(shape, u, v, angle).astype(np.float32)
     if supersample == 1:
         return hit
     return hit.reshape(height, supersample, width, supersample).mean(axis=(1, 3))
@@ -152,21 +176,27 @@ def sprite_window(diameter: float) -> int:
 
 
 @lru_cache(maxsize=8192)
-def sprite(shape: str, diameter: float, texture: str, image_width: int) -> Sprite:
+def sprite(shape: str, diameter: float, texture: str, image_width: int, angle: float = 0.0) -> Sprite:
     """Anti-aliased sprite of a shape with the given diameter in pixels, centred in its window.
 
     Texture geometry is measured in fractions of the image width and anchored to the sprite,
-    so a striped star looks the same wherever it stands.
+    so a striped star looks the same wherever it stands. A turned sprite (`angle` degrees
+    anticlockwise, about the centroid) has a window larger by `rotation_pad` on each side, the
+    same centre, and its texture stays anchored as at angle 0: only the silhouette turns, so
+    the oracle reads stripes, dots and outlines the same at every angle.
     """
     if texture not in vocab.TEXTURES:
         raise ValueError(f"unknown texture {texture!r}; expected one of {', '.join(vocab.TEXTURES)}")
-    size = sprite_window(diameter)
+    pad = rotation_pad(shape, diameter) if angle else 0
+    size = sprite_window(diameter) + 2 * pad
     ss = SUPERSAMPLE
     centre = size / 2
     coords = (np.arange(size * ss) + 0.5) / ss  # sample positions in sprite pixels
     x = coords[None, :]
     y = coords[:, None]
-    hit = inside(shape, (x - centre) / (diameter / 2), -(y - centre) / (diameter / 2))
+    hit = inside(shape, (x - centre) / (diameter / 2), -(y - centre) / (diameter / 2), angle)
+    if pad:
+        x, y = x - pad, y - pad
     period = vocab.TEXTURE_PERIOD * image_width
     if texture == "solid":
         secondary = np.zeros_like(hit)

@@ -35,6 +35,17 @@ SIZES: dict[str, float] = {"small": 0.14, "medium": 0.20, "large": 0.27}
 SIZE_NAMES: tuple[str, ...] = tuple(SIZES)
 SIZE_JITTER = 0.05
 
+
+def size_name(diameter: float) -> str:
+    """Size class of a diameter (fraction of the width): classes split halfway between one
+    class's largest diameter and the next class's smallest. The oracle reads sizes this way,
+    and clips name the size of a growing object this way in every frame."""
+    for smaller, larger in zip(SIZE_NAMES, SIZE_NAMES[1:]):
+        if diameter < (SIZES[smaller] + SIZES[larger] * (1 - SIZE_JITTER)) / 2:
+            return smaller
+    return SIZE_NAMES[-1]
+
+
 TEXTURES: tuple[str, ...] = ("solid", "striped", "dotted", "outlined")
 # Texture geometry in fractions of the image width, so a scene looks the same at every size.
 TEXTURE_PERIOD = 1 / 12  # stripes and dot grid
