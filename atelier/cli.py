@@ -11,22 +11,35 @@ from pathlib import Path
 
 def _world(args: argparse.Namespace) -> None:
     if args.action == "preview":
+        from atelier.world.clippreview import write_clip_preview
+        from atelier.world.edit_preview import write_edit_preview
         from atelier.world.preview import write_preview
+        from atelier.world.turntable import write_turntable
 
-        path = write_preview(args.output, seed=args.seed, count=args.count, size=args.size, split=args.split)
-        print(f"wrote {path}")
+        print(f"wrote {write_preview(args.output, seed=args.seed, count=args.count, size=args.size, split=args.split)}")
+        print(f"wrote {write_clip_preview(args.output, seed=args.seed, size=args.size)} (clips in motion)")
+        print(f"wrote {write_turntable(args.output, seed=args.seed, size=args.size)} (3D objects, turning)")
+        print(f"wrote {write_edit_preview(args.output, seed=args.seed, size=args.size)} (edit pairs)")
     elif args.action == "sample":
         from atelier.world.preview import write_samples
 
         count = write_samples(args.output, seed=args.seed, count=args.count, size=args.size, split=args.split)
         print(f"wrote {count} scenes (png, txt caption, json truth) to {args.output}")
     elif args.action == "evalset":
-        from atelier.world import evalset
+        import importlib
 
+        module = importlib.import_module(EVALSETS[args.suite])
         if args.write:
-            print(f"wrote {evalset.write()}")
-        prompts = evalset.load()
-        print(f"{len(prompts)} prompts; subsets: {evalset.subset_sizes(prompts)}")
+            print(f"wrote {module.write()}")
+        cases = module.load()
+        categories = {}
+        for case in cases:
+            categories[case.category] = categories.get(case.category, 0) + 1
+        print(f"{args.suite}: {len(cases)} prompts; categories: {categories}")
+
+
+EVALSETS = {"images": "atelier.world.evalset", "clips": "atelier.world.clipevalset", "edits": "atelier.world.editset",
+            "objects": "atelier.world.evalobjects"}
 
 
 def _progress_printer(label: str):
@@ -71,32 +84,95 @@ def _generate(model: str, prompts, out_dir: Path, n: int, steps: int | None, thr
         progress(done, len(prompts))
 
 
+SUITES = {"images": "atelier.evaluate.suite", "clips": "atelier.evaluate.clips", "edits": "atelier.evaluate.edits",
+          "objects": "atelier.evaluate.objects"}
+
+
 def _eval(args: argparse.Namespace) -> None:
+    if args.suite not in SUITES:
+        raise SystemExit(f"unknown suite {args.suite!r}; choose one of {', '.join(SUITES)}")
+    if args.suite != "images":
+        _eval_suite(args)
+        return
     from atelier.evaluate.suite import format_table, report, score_folder
     from atelier.world import evalset
 
-    if args.suite != "images":
-        raise SystemExit(f"unknown suite {args.suite!r}; this version has: images")
     prompts = evalset.load()
     if args.validate:
         from atelier.evaluate.validate import format_validation, validate
 
-        table = validate(prompts, images_per_prompt=args.n, size=args.size,
+        table = validate(prompts, images_per_prompt=args.n or 4, size=args.size,
                          progress=lambda line: print(line, file=sys.stderr))
         print(format_validation(table))
         _write_json(args.json, table)
         return
     if args.model is not None:
         folder = args.samples or Path("eval_samples") / Path(args.model).name
-        _generate(args.model, prompts, Path(folder), args.n, args.steps, args.threads)
+        _generate(args.model, prompts, Path(folder), args.n or 4, args.steps, args.threads)
     elif args.samples is None:
         raise SystemExit("give a folder of samples (atelier eval --suite images DIR), --model PATH, or --validate")
     else:
         folder = args.samples
     results = score_folder(Path(folder), prompts, partial=args.partial, progress=_progress_printer("scoring"))
     out = report(results, suite=args.suite, samples=str(folder), model=args.model)
+    out["fidelity"] = _fidelity(Path(folder), prompts)
     print(format_table(out))
+    if out["fidelity"] is not None:
+        print(f"fidelity: Frechet distance {out['fidelity']['fd']:.2f} in the world classifier's features "
+              f"({out['fidelity']['images']} images against {out['fidelity']['reference_images']} true renders; "
+              f"lower is better, see docs/fidelity.md)")
     _write_json(args.json or Path(folder) / "eval_images.json", out)
+
+
+def _fidelity(folder: Path, prompts) -> dict | None:
+    """The Frechet distance of the samples, or None when the classifier's weights are not installed."""
+    from atelier.evaluate.fidelity import folder_fidelity
+    from atelier.folder import FolderError
+
+    try:
+        return folder_fidelity(folder, prompts)
+    except FolderError as error:
+        print(f"fidelity skipped: {error}", file=sys.stderr)
+        return None
+
+
+def _eval_suite(args: argparse.Namespace) -> None:
+    """clips, edits and objects: the same commands as images, with the suite's own cases and layout."""
+    import importlib
+
+    suite = importlib.import_module(SUITES[args.suite])
+    cases = suite.load_cases()
+    if args.validate:
+        per_case = {"per_case": args.n} if args.n else {}
+        table = suite.validate(cases, size=args.size, progress=lambda line: print(line, file=sys.stderr), **per_case)
+        print(suite.format_validation(table))
+        _write_json(args.json, table)
+        return
+    if args.inputs is not None:
+        if args.suite != "edits":
+            raise SystemExit("--inputs writes the edit suite's sources and masks; use it with --suite edits")
+        suite.write_inputs(args.inputs, cases, size=args.size)
+        print(f"wrote the sources, masks and instructions of {len(cases)} edits to {args.inputs}; put each output at "
+              f"{args.inputs}/<case id>/<k>.png and run atelier eval --suite edits {args.inputs}")
+        return
+    folder = args.samples
+    if args.model is not None:
+        if args.model != "world":
+            raise SystemExit(f"--model {args.model}: generating {args.suite} is not in this version's pipeline yet; "
+                             f"write the samples yourself and score the folder, or use --model world")
+        folder = folder or Path("eval_samples") / f"world-{args.suite}"
+        if Path(folder).exists() and any(Path(folder).iterdir()):
+            raise SystemExit(f"error: {folder} already holds files; give an empty or new folder for the samples")
+        if args.suite == "edits":
+            suite.write_inputs(folder, cases, size=args.size)
+        suite.write_truth(folder, cases, **({"per_case": args.n} if args.n else {}), size=args.size)
+    elif folder is None:
+        raise SystemExit(f"give a folder of samples (atelier eval --suite {args.suite} DIR), --model world, "
+                         f"or --validate")
+    results = suite.score_folder(Path(folder), cases, partial=args.partial, progress=_progress_printer("scoring"))
+    out = suite.report(results, suite=args.suite, samples=str(folder), model=args.model)
+    print(suite.format_table(out))
+    _write_json(args.json or Path(folder) / f"eval_{args.suite}.json", out)
 
 
 def _write_json(path: Path | None, data: dict) -> None:
@@ -164,6 +240,11 @@ def _inspect(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
+    if args.target == "generate":
+        from atelier.pipeline_bench import benchmark
+
+        _write_json(args.json, benchmark(args.model, threads=args.threads, per_category=args.per_category,
+                                         log=lambda line: print(line, flush=True)))
     if args.target == "train":
         from atelier.train.bench import benchmark
 
@@ -211,15 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--size", type=int, default=64, help="image side, 32 to 256")
     world.add_argument("--split", default="train", choices=["train", "all"])
     world.add_argument("--write", action="store_true", help="evalset: regenerate the committed prompt file")
+    world.add_argument("--suite", default="images", choices=["images", "clips", "edits", "objects"],
+                       help="evalset: which evaluation set")
     world.set_defaults(run=_world)
 
     evaluate = commands.add_parser("eval", help="score samples against the evaluation set")
     evaluate.add_argument("samples", nargs="?", type=Path,
                           help="DIR/<prompt id>/<k>.png (with --model: where to write them)")
-    evaluate.add_argument("--suite", default="images")
+    evaluate.add_argument("--suite", default="images", help="images, clips, edits or objects")
+    evaluate.add_argument("--inputs", type=Path, help="edits: write the sources, masks and instructions here")
     evaluate.add_argument("--model", help="'world' for ground-truth renders, or a model folder")
     evaluate.add_argument("--steps", type=int, default=None, help="sampling steps for --model")
-    evaluate.add_argument("-n", type=_positive, default=4, help="images per prompt (with --model or --validate)")
+    evaluate.add_argument("-n", type=_positive,
+                          help="samples per prompt with --model or --validate (images and clips 4, objects 2, edits 1)")
     evaluate.add_argument("--size", type=int, default=64, help="image side for --validate")
     evaluate.add_argument("--partial", action="store_true", help="score the prompts present, skip the rest")
     evaluate.add_argument("--threads", type=_positive, default=2, help="torch CPU threads for --model")
@@ -260,7 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.set_defaults(run=_model)
 
     bench = commands.add_parser("bench", help="benchmarks that print their figures")
-    bench.add_argument("target", choices=["world", "train"])
+    bench.add_argument("target", choices=["world", "train", "generate"])
+    bench.add_argument("--model", help="generate: a model folder (default: weights/default)")
+    bench.add_argument("--per-category", type=_positive, default=8,
+                       help="generate: evaluation prompts per category in the step sweep")
+    bench.add_argument("--json", type=Path, help="generate: also write the figures here")
     bench.add_argument("--preset", default="tiny", help="train: the model preset")
     bench.add_argument("--batch", type=_positive, default=16, help="train: images per step")
     bench.add_argument("--latent", type=_positive, help="train: latent side (default: the preset's sample_latent)")
@@ -306,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=_positive, default=500, help="model: steps between checkpoints")
     train.add_argument("--warmup", type=int, help="model: learning-rate warm-up steps")
     train.add_argument("--ema-decay", type=float, help="model: EMA decay (default 0.999)")
+    train.add_argument("--modalities", type=_weights,
+                       help="model: share of steps per modality, e.g. image=0.6,clip=0.2,views=0.2 (default image=1)")
+    train.add_argument("--frames", type=_positive, help="model: frames of a training clip (default 8)")
+    train.add_argument("--views", type=_positive, help="model: views of a training object (default 4)")
     train.add_argument("--edit-fraction", type=float, help="model: share of keep-mask editing samples (default 0.3)")
     train.add_argument("--sample-steps", type=_positive, help="model: sampling steps for the checkpoint grids")
     train.add_argument("--compile", action="store_true", help="model: torch.compile the transformer")
@@ -341,9 +434,11 @@ def _train(args: argparse.Namespace) -> None:
                    "precision": args.precision, "parallel": args.parallel, "checkpoint_every": args.checkpoint_every,
                    "warmup": args.warmup, "ema_decay": args.ema_decay, "compile": args.compile,
                    "activation_checkpointing": args.activation_checkpointing, "sample_steps": args.sample_steps,
-                   "text_cache": args.text_cache, "cache_latents": args.cache_latents, "workers": args.workers}
+                   "text_cache": args.text_cache, "cache_latents": args.cache_latents, "workers": args.workers,
+                   "modalities": args.modalities, "frames": args.frames, "views": args.views}
         if args.edit_fraction is not None:
-            options["tasks"] = {"text_to_image": 1 - args.edit_fraction, "edit": args.edit_fraction}
+            options["tasks"] = {**TrainConfig().tasks, "text_to_image": 1 - args.edit_fraction,
+                                "edit": args.edit_fraction}
         config = TrainConfig(**{key: value for key, value in options.items() if value is not None})
         from atelier.model.config import preset
 
@@ -353,6 +448,18 @@ def _train(args: argparse.Namespace) -> None:
         result = train_model(config, log=lambda line: print(line, flush=True))
         if result.get("final_loss") is not None:
             print(f"done: {result['steps']} steps, loss {result['final_loss']:.4f}, model in {result['model']}")
+
+
+def _weights(text: str) -> dict[str, float]:
+    """"image=0.6,clip=0.2" -> {"image": 0.6, "clip": 0.2}"""
+    weights = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT pairs separated by commas, got {text!r}") from None
+    return weights
 
 
 def _positive(text: str) -> int:

@@ -142,6 +142,36 @@ def test_config_errors_are_named():
         TrainConfig(steps=1, tasks={"painting": 1.0})
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(steps=1, precision="fp8")
+    with pytest.raises(ValueError, match="unknown modalities"):
+        TrainConfig(steps=1, modalities={"audio": 1.0})
+    with pytest.raises(ValueError, match="modality clip has weight 1.0 but none of its tasks"):
+        TrainConfig(steps=1, modalities={"clip": 1.0}, tasks={"text_to_image": 1.0})
+    with pytest.raises(ValueError, match="clips and views come from the procedural world only"):
+        TrainConfig(steps=1, data="photos/", modalities={"image": 1.0, "views": 0.5})
+
+
+def test_steps_mix_modalities_and_clips_and_views_get_their_tasks(tokenizer_folder, text_cache):
+    from atelier.tokenizer.autoencoder import Autoencoder
+    from atelier.train.data import StepExamples
+
+    tokenizer = Autoencoder.from_pretrained(tokenizer_folder)
+    config = TrainConfig(tokenizer=str(tokenizer_folder), steps=1, modalities={"image": 1, "clip": 1, "views": 1},
+                         tasks={"text_to_image": 1, "image_to_video": 1, "text_to_3d": 1, "image_to_3d": 1})
+    examples = StepExamples(WorldSource(0, 32, frames=3, views=2), 4, 0, 1, config.modalities, config.seed)
+    modalities = [examples.modality(step) for step in range(60)]
+    assert modalities == [examples.modality(step) for step in range(60)], "a step's modality depends on the step"
+    assert {modalities.count(m) for m in ("image", "clip", "views")} <= set(range(12, 29))
+    clip_step, views_step = modalities.index("clip"), modalities.index("views")
+    indices, items = examples[clip_step]
+    clip = assemble(items, indices, config, tokenizer, text_cache)
+    assert clip.latents.shape[:2] == (4, 3) and clip.camera is None
+    assert set(clip.tasks) == {"image_to_video"}
+    assert (clip.keep_mask[:, 0] == 1).all() and (clip.keep_mask[:, 1:] == 0).all(), "frame 0 is given"
+    indices, items = examples[views_step]
+    views = assemble(items, indices, config, tokenizer, text_cache)
+    assert views.latents.shape[:2] == (4, 2) and views.camera.shape == (4, 2, 8)
+    for task, keep in zip(views.tasks, views.keep_mask):
+        assert task in ("text_to_3d", "image_to_3d") and bool(keep[0].all()) == (task == "image_to_3d")
 
 
 def test_training_writes_logs_samples_checkpoints_and_a_model(tokenizer_folder, tmp_path):

@@ -9,7 +9,15 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-TASKS = ("text_to_image", "edit")
+# Each step trains one modality (its global batch shares one canvas shape [B, F, C, h, w]); within
+# it, each sample draws one of the modality's tasks (../shared/DESIGN.md's task table).
+MODALITY_TASKS = {
+    "image": ("text_to_image", "edit"),            # F = 1
+    "clip": ("text_to_video", "image_to_video"),   # F = frames; image-to-video keeps frame 0
+    "views": ("text_to_3d", "image_to_3d"),        # F = views with cameras; image-to-3D keeps view 0
+}
+MODALITIES = tuple(MODALITY_TASKS)
+TASKS = tuple(task for tasks in MODALITY_TASKS.values() for task in tasks)
 REGIONS = ("box", "blob", "brush", "background", "objects", "outpaint")
 
 
@@ -37,7 +45,12 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2                      # torch CPU threads per process
     workers: int = 0                      # data-loading processes per rank (0: render in the training process)
-    tasks: dict[str, float] = field(default_factory=lambda: {"text_to_image": 0.7, "edit": 0.3})
+    modalities: dict[str, float] = field(default_factory=lambda: {"image": 1.0})  # world only for clip/views
+    frames: int = 8                       # clip frames per training sample
+    views: int = 4                        # object views per training sample
+    tasks: dict[str, float] = field(default_factory=lambda: {"text_to_image": 0.7, "edit": 0.3, "text_to_video": 0.7,
+                                                             "image_to_video": 0.3, "text_to_3d": 0.7,
+                                                             "image_to_3d": 0.3})
     regions: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REGIONS, 1.0))
     text_dropout: float = 0.1
     context_dropout: float = 0.1
@@ -77,12 +90,22 @@ class TrainConfig:
             problems.append(f"parallel must be ddp or fsdp, got {self.parallel!r}")
         if not 0 <= self.ema_decay < 1:
             problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        for name, weights, known in (("tasks", self.tasks, TASKS), ("regions", self.regions, REGIONS)):
+        for name, weights, known in (("tasks", self.tasks, TASKS), ("regions", self.regions, REGIONS),
+                                     ("modalities", self.modalities, MODALITIES)):
             unknown = sorted(set(weights) - set(known))
             if unknown:
                 problems.append(f"unknown {name} {unknown}; known: {', '.join(known)}")
             if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
                 problems.append(f"{name} weights must be non-negative and not all zero")
+        for modality, weight in self.modalities.items():
+            own = MODALITY_TASKS.get(modality, ())
+            if weight > 0 and own and not sum(self.tasks.get(task, 0) for task in own):
+                problems.append(f"modality {modality} has weight {weight} but none of its tasks "
+                                f"({', '.join(MODALITY_TASKS[modality])}) has a weight")
+        if self.data != "world" and any(w > 0 for m, w in self.modalities.items() if m != "image"):
+            problems.append(f"clips and views come from the procedural world only; --data {self.data} trains images")
+        if self.frames < 2 or self.views < 1:
+            problems.append(f"frames must be at least 2 and views at least 1, got {self.frames} and {self.views}")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
@@ -102,6 +125,6 @@ class TrainConfig:
     def resumable_from(self, saved: TrainConfig) -> list[str]:
         """Fields that must match for a checkpoint of `saved` to continue as this run."""
         same = ("preset", "data", "tokenizer", "batch", "size", "seed", "tasks", "regions", "model_overrides",
-                "precision")
+                "precision", "modalities", "frames", "views")
         return [f"{name}: checkpoint has {getattr(saved, name)!r}, this run {getattr(self, name)!r}"
                 for name in same if getattr(saved, name) != getattr(self, name)]

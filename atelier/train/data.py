@@ -25,21 +25,35 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Example:
-    image: np.ndarray                        # [size, size, 3] uint8
+    image: np.ndarray                        # [size, size, 3] uint8, or [F, size, size, 3] for a clip or views
     caption: str
-    object_masks: np.ndarray | None = None   # [n, size, size] bool, when the source knows its objects
+    object_masks: np.ndarray | None = None   # [n, size, size] bool, when the source knows an image's objects
     key: str | None = None                   # a stable name for a finite source's example (latent cache)
+    cameras: np.ndarray | None = None        # [F, camera_dim] float32 camera vectors of views
 
 
 class WorldSource:
-    """The world's training split, rendered on demand."""
+    """The world's training split, rendered on demand: images, clips in motion and views of 3D objects."""
 
-    def __init__(self, seed: int, size: int):
-        self.seed, self.size = seed, size
+    def __init__(self, seed: int, size: int, frames: int = 8, views: int = 4):
+        self.seed, self.size, self.frames, self.views = seed, size, frames, views
 
     def __getitem__(self, index: int) -> Example:
         sample = make_sample(self.seed, index, self.size, "train")
         return Example(sample.image, sample.caption, sample.masks)
+
+    def example(self, index: int, modality: str) -> Example:
+        if modality == "image":
+            return self[index]
+        if modality == "clip":
+            from atelier.world.clipstream import make_clip_sample
+
+            clip = make_clip_sample(self.seed, index, self.size, self.frames, "train")
+            return Example(clip.frames, clip.caption)
+        from atelier.world.objects3d import make_object_sample
+
+        views = make_object_sample(self.seed, index, self.size, self.views, "train")
+        return Example(views.views, views.caption, cameras=views.camera_vectors.astype(np.float32))
 
     def describe(self) -> str:
         return f"the procedural world (seed {self.seed}, {self.size} px, train split)"
@@ -122,13 +136,13 @@ def load_square(path: str | Path | IO[bytes], size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def open_source(data: str, size: int, seed: int) -> WorldSource | FiniteSource:
+def open_source(data: str, size: int, seed: int, frames: int = 8, views: int = 4) -> WorldSource | FiniteSource:
     """--data: "world"; a folder of images with .txt captions; or WebDataset shards, given as a .tar
     file, a brace pattern ("shards/train-{000..015}.tar"), a glob, or a folder holding only .tar files."""
     from atelier.train.shards import TarSource, is_shard_spec
 
     if data == "world":
-        return WorldSource(seed, size)
+        return WorldSource(seed, size, frames, views)
     if is_shard_spec(data):
         return TarSource(data, size, seed)
     return FolderSource(data, size, seed)
@@ -136,17 +150,30 @@ def open_source(data: str, size: int, seed: int) -> WorldSource | FiniteSource:
 
 class StepExamples:
     """One rank's examples of each step, as a map-style dataset over step numbers, so a
-    torch DataLoader can render or read them in worker processes ahead of the training loop."""
+    torch DataLoader can render or read them in worker processes ahead of the training loop.
+    A step trains one modality, drawn from `modalities` by (seed, step) alone."""
 
-    def __init__(self, source: WorldSource | FiniteSource, batch: int, rank: int, world_size: int):
+    def __init__(self, source: WorldSource | FiniteSource, batch: int, rank: int, world_size: int,
+                 modalities: dict[str, float] | None = None, seed: int = 0):
         from atelier.train.batches import rank_indices
 
         self.source, self.rank_indices = source, rank_indices
         self.batch, self.rank, self.world_size = batch, rank, world_size
+        self.modalities, self.seed = modalities or {"image": 1.0}, seed
+
+    def modality(self, step: int) -> str:
+        from atelier.train.batches import STEP, choose, sample_seed
+
+        if len([w for w in self.modalities.values() if w > 0]) == 1:
+            return next(m for m, w in self.modalities.items() if w > 0)
+        return choose(np.random.default_rng(sample_seed(self.seed, step, STEP)), self.modalities)
 
     def __getitem__(self, step: int) -> tuple[list[int], list[Example]]:
         indices = self.rank_indices(step, self.batch, self.rank, self.world_size)
-        return indices, [self.source[i] for i in indices]
+        modality = self.modality(step)
+        if modality == "image":
+            return indices, [self.source[i] for i in indices]
+        return indices, [self.source.example(i, modality) for i in indices]
 
 
 def step_loader(examples: StepExamples, first_step: int, workers: int):

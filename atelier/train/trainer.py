@@ -54,7 +54,7 @@ class Trainer:
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         device = processes.device
-        self.source = open_source(config.data, config.size, config.seed)
+        self.source = open_source(config.data, config.size, config.seed, config.frames, config.views)
         self.tokenizer = Autoencoder.from_pretrained(config.tokenizer, device=device).requires_grad_(False)
         if config.size % self.tokenizer.config.downsample:
             raise ValueError(f"image size {config.size} is not a multiple of the tokenizer's "
@@ -102,8 +102,9 @@ class Trainer:
                  f"{config.precision}, {self._budget()}")
         budget = config.minutes * 60 if config.minutes > 0 else math.inf
         started = time.perf_counter()
-        self.steps = step_loader(StepExamples(self.source, config.batch, processes.rank, processes.world_size),
-                                 self.step, config.workers)
+        examples = StepExamples(self.source, config.batch, processes.rank, processes.world_size, config.modalities,
+                                config.seed)
+        self.steps = step_loader(examples, self.step, config.workers)
         bar = tqdm(total=config.steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
         last_saved = self.step if resumed is not None else -1
         try:
@@ -142,7 +143,7 @@ class Trainer:
             group["lr"] = group["base_lr"] * warm
         with torch.autocast(processes.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
             loss = flow_loss(self.forward, batch.latents, batch.text.tokens, batch.text.mask, batch.text.pooled,
-                             keep_mask=batch.keep_mask, config=self.flow, draws=batch.draws)
+                             keep_mask=batch.keep_mask, camera=batch.camera, config=self.flow, draws=batch.draws)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip)
@@ -151,7 +152,8 @@ class Trainer:
         self.ema.update(self.core)
         self.step += 1
         return {"step": self.step, "loss": mean_across(loss.item(), processes), "lr": config.lr * warm,
-                "grad_norm": float(grad_norm), "edit_fraction": batch.tasks.count("edit") / len(batch.tasks)}
+                "grad_norm": float(grad_norm), "frames": int(batch.latents.shape[1]),
+                "edit_fraction": batch.tasks.count("edit") / len(batch.tasks)}
 
     def _checkpoint(self, runlog: RunLog | None) -> None:
         ema_state = self.ema.state_dict()
