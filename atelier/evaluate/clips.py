@@ -41,7 +41,7 @@ import numpy as np
 from atelier.evaluate.background import BackgroundReading, read_background
 from atelier.evaluate.detect import read, read_objects, to_float
 from atelier.evaluate.orientation import fit_turned
-from atelier.evaluate.suite import load_image, mean_of_groups, score_rows
+from atelier.evaluate.suite import load_image, mean_of_groups, samples_present, score_rows
 from atelier.world import vocab
 from atelier.world.clipevalset import CATEGORIES, ClipPrompt
 from atelier.world.clipevalset import load as load_cases
@@ -348,22 +348,11 @@ def score_folder(folder: Path, cases: Sequence[ClipPrompt], partial: bool = Fals
                  progress: Callable[[int, int], None] | None = None) -> list[ClipResult]:
     """Score DIR/<case id>/<k>/<frame>.png or DIR/<case id>/<k>.gif. Missing cases are an error
     unless `partial`, so a full-suite score is never quietly computed on part of the suite."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: no such folder of samples")
-    found = {c.id: _sample_entries(folder, c) for c in cases}
-    missing = [cid for cid, entries in found.items() if not entries]
-    layout = "DIR/<case id>/<k>/000.png ... or DIR/<case id>/<k>.gif"
-    if missing and not partial:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise ValueError(f"{folder}: no samples for {len(missing)} of {len(cases)} cases ({shown}); expected "
-                         f"{layout}, or pass --partial to score what is there")
-    chosen = [c for c in cases if found[c.id]]
-    if not chosen:
-        raise ValueError(f"{folder}: no samples for any case; expected {layout}")
+    chosen = samples_present(folder, cases, _sample_entries, "DIR/<case id>/<k>/000.png ... or DIR/<case id>/<k>.gif",
+                             partial, noun="cases")
     results = []
-    for done, case in enumerate(chosen, start=1):
-        results.append(score_prompt(case, [load_clip(path, case.frames) for path in found[case.id]]))
+    for done, (case, entries) in enumerate(chosen, start=1):
+        results.append(score_prompt(case, [load_clip(path, case.frames) for path in entries]))
         if progress:
             progress(done, len(chosen))
     return results

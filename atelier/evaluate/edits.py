@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from atelier.evaluate.detect import Detection, read, to_float
-from atelier.evaluate.suite import IMAGE_SUFFIXES, load_image, mean_of_groups, score_rows
+from atelier.evaluate.suite import IMAGE_SUFFIXES, load_image, mean_of_groups, samples_present, score_rows
 from atelier.world import editset, vocab
 from atelier.world.edits import EditPair
 from atelier.world.editset import CATEGORIES, EditCase
@@ -194,22 +194,12 @@ def score_folder(folder: Path, cases: Sequence[EditCase], partial: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> list[CaseResult]:
     """Score DIR/<case id>/<k>.<ext>. Missing cases are an error unless `partial`, so a
     full-suite score is never quietly computed on part of the suite."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: no such folder of edits")
-    found = {c.id: output_paths(folder, c) for c in cases}
-    missing = [cid for cid, paths in found.items() if not paths]
-    if missing and not partial:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise ValueError(f"{folder}: no outputs for {len(missing)} of {len(cases)} edit cases ({shown}); "
-                         f"expected DIR/<case id>/<k>.png, or pass --partial to score what is there")
-    chosen = [c for c in cases if found[c.id]]
-    if not chosen:
-        raise ValueError(f"{folder}: no outputs for any edit case; expected DIR/<case id>/<k>.png")
+    chosen = samples_present(folder, cases, output_paths, "DIR/<case id>/<k>.png", partial, noun="edit cases",
+                             what="outputs")
     results = []
-    for done, case in enumerate(chosen, start=1):
-        images = [load_image(path) for path in found[case.id]]
-        pair = _case_pair(folder / case.id, case, images, found[case.id])
+    for done, (case, paths) in enumerate(chosen, start=1):
+        images = [load_image(path) for path in paths]
+        pair = _case_pair(Path(folder) / case.id, case, images, paths)
         results.append(score_case(case, pair, images))
         if progress:
             progress(done, len(chosen))

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from atelier.evaluate.hull import carve, iou
-from atelier.evaluate.suite import IMAGE_SUFFIXES, load_image, mean_of_groups, sample_seed, score_rows
+from atelier.evaluate.suite import IMAGE_SUFFIXES, load_image, mean_of_groups, sample_seed, samples_present, score_rows
 from atelier.evaluate.views import ViewReading, read_view
 from atelier.world import vocab
 from atelier.world.camera import Camera
@@ -272,22 +272,11 @@ def score_folder(folder: Path, cases: Sequence[ObjectCase], partial: bool = Fals
                  progress: Callable[[int, int], None] | None = None) -> list[CaseResult]:
     """Score DIR/<case id>/<k>/<view:02d>.png. Missing cases are an error unless `partial`,
     so a full-suite score is never quietly computed on part of the suite."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: no such folder of samples")
-    found = {case.id: _sample_dirs(folder, case) for case in cases}
-    missing = [cid for cid, dirs in found.items() if not dirs]
-    if missing and not partial:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise ValueError(f"{folder}: no samples for {len(missing)} of {len(cases)} cases ({shown}); "
-                         f"expected DIR/<case id>/<k>/<view:02d>.png, or pass --partial to score what is there")
-    chosen = [case for case in cases if found[case.id]]
-    if not chosen:
-        raise ValueError(f"{folder}: no samples for any case; expected DIR/<case id>/<k>/<view:02d>.png")
+    chosen = samples_present(folder, cases, _sample_dirs, "DIR/<case id>/<k>/<view:02d>.png", partial, noun="cases")
     results = []
-    for done, case in enumerate(chosen, start=1):
+    for done, (case, directories) in enumerate(chosen, start=1):
         verdicts = []
-        for directory in found[case.id]:
+        for directory in directories:
             views, predicted = _load_sample(directory, case)
             verdicts.append(score_object(case, views, predicted))
         results.append(CaseResult(case=case, verdicts=tuple(verdicts)))

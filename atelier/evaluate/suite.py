@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -149,25 +150,33 @@ def sample_paths(folder: Path, prompt: EvalPrompt) -> list[Path]:
     return paths
 
 
-def score_folder(folder: Path, prompts: Sequence[EvalPrompt], partial: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> list[PromptResult]:
-    """Score DIR/<prompt id>/<k>.<ext>. Missing prompts are an error unless `partial`, so a
-    full-suite score is never quietly computed on part of the suite."""
+def samples_present(folder: Path, cases: Sequence, find: Callable[[Path, Any], list], layout: str,
+                    partial: bool = False, noun: str = "prompts", what: str = "samples") -> list[tuple[Any, list]]:
+    """(case, its samples) for the cases with samples in `folder`, `find(folder, case)` listing them.
+    Missing cases are an error unless `partial`, so a full-suite score is never quietly computed on
+    part of the suite; every suite scores its folders through this."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"{folder}: no such folder of samples")
-    found = {p.id: sample_paths(folder, p) for p in prompts}
-    missing = [pid for pid, paths in found.items() if not paths]
+        raise ValueError(f"{folder}: no such folder of {what}")
+    found = [(case, find(folder, case)) for case in cases]
+    missing = [case.id for case, entries in found if not entries]
     if missing and not partial:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise ValueError(f"{folder}: no samples for {len(missing)} of {len(prompts)} prompts ({shown}); "
-                         f"expected DIR/<prompt id>/<k>.png, or pass --partial to score what is there")
-    results = []
-    chosen = [p for p in prompts if found[p.id]]
+        raise ValueError(f"{folder}: no {what} for {len(missing)} of {len(cases)} {noun} ({shown}); "
+                         f"expected {layout}, or pass --partial to score what is there")
+    chosen = [(case, entries) for case, entries in found if entries]
     if not chosen:
-        raise ValueError(f"{folder}: no samples for any prompt; expected DIR/<prompt id>/<k>.png")
-    for done, prompt in enumerate(chosen, start=1):
-        results.append(score_prompt(prompt, [load_image(path) for path in found[prompt.id]]))
+        raise ValueError(f"{folder}: no {what} for any {noun.rstrip('s')}; expected {layout}")
+    return chosen
+
+
+def score_folder(folder: Path, prompts: Sequence[EvalPrompt], partial: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> list[PromptResult]:
+    """Score DIR/<prompt id>/<k>.<ext>; missing prompts are an error unless `partial`."""
+    chosen = samples_present(folder, prompts, sample_paths, "DIR/<prompt id>/<k>.png", partial)
+    results = []
+    for done, (prompt, paths) in enumerate(chosen, start=1):
+        results.append(score_prompt(prompt, [load_image(path) for path in paths]))
         if progress:
             progress(done, len(chosen))
     return results

@@ -10,7 +10,6 @@ data/eval_clips.jsonl; a test checks the two agree.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from atelier.world import vocab
 from atelier.world.clipcaption import say_clip
 from atelier.world.clipquery import ClipQuery, MotionQuery
+from atelier.world.jsonl import read_jsonl, write_jsonl
 from atelier.world.motion import BOUNCE_DIRECTIONS, DEFAULT_FRAMES, DIRECTIONS, ROTATING_SHAPES, SPINS, turning_textures
 from atelier.world.query import BackgroundQuery, ObjectQuery, Query
 from atelier.world.splits import HELD_OUT_PAIRS
@@ -144,15 +144,10 @@ def build(seed: int = SEED, per_category: int = PROMPTS_PER_CATEGORY) -> list[Cl
 
 
 def write(path: Path = DATA_FILE, seed: int = SEED) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for prompt in build(seed):
-            f.write(json.dumps(prompt.to_dict(), sort_keys=True) + "\n")
-    return path
+    return write_jsonl(path, build(seed))
 
 
 @lru_cache(maxsize=1)
 def load(path: Path = DATA_FILE) -> tuple[ClipPrompt, ...]:
     """The committed evaluation set."""
-    with open(path) as f:
-        return tuple(ClipPrompt.from_dict(json.loads(line)) for line in f if line.strip())
+    return read_jsonl(path, ClipPrompt.from_dict)

@@ -10,12 +10,12 @@ checks the file and build() agree.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from atelier.world.edits import KINDS, EditPair, RegionQuery, make_edit_pair
+from atelier.world.jsonl import read_jsonl, write_jsonl
 
 CATEGORIES: tuple[str, ...] = KINDS
 CASES_PER_KIND = 24
@@ -79,15 +79,10 @@ def build(seed: int = SEED) -> list[EditCase]:
 
 
 def write(path: Path = DATA_FILE, seed: int = SEED) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for case in build(seed):
-            f.write(json.dumps(case.to_dict(), sort_keys=True) + "\n")
-    return path
+    return write_jsonl(path, build(seed))
 
 
 @lru_cache(maxsize=1)
 def load(path: Path = DATA_FILE) -> tuple[EditCase, ...]:
     """The committed evaluation set."""
-    with open(path) as f:
-        return tuple(EditCase.from_dict(json.loads(line)) for line in f if line.strip())
+    return read_jsonl(path, EditCase.from_dict)

@@ -13,7 +13,6 @@ agree.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,6 +21,7 @@ from pathlib import Path
 from atelier.world import vocab
 from atelier.world.camera import Camera
 from atelier.world.caption3d import say_object
+from atelier.world.jsonl import read_jsonl, write_jsonl
 from atelier.world.objects3d import HELD_OUT_PAIRS_3D, default_cameras
 from atelier.world.primitives import SHAPES_3D
 from atelier.world.query3d import Object3DQuery
@@ -78,15 +78,10 @@ def build(seed: int = SEED) -> list[ObjectCase]:
 
 
 def write(path: Path = DATA_FILE, seed: int = SEED) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for case in build(seed):
-            f.write(json.dumps(case.to_dict(), sort_keys=True) + "\n")
-    return path
+    return write_jsonl(path, build(seed))
 
 
 @lru_cache(maxsize=1)
 def load(path: Path = DATA_FILE) -> tuple[ObjectCase, ...]:
     """The committed evaluation set."""
-    with open(path) as f:
-        return tuple(ObjectCase.from_dict(json.loads(line)) for line in f if line.strip())
+    return read_jsonl(path, ObjectCase.from_dict)

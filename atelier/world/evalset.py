@@ -9,7 +9,6 @@ committed as data/eval_images.jsonl; a test checks the two agree.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from atelier.world import vocab
 from atelier.world.caption import held_out_words, say, words
+from atelier.world.jsonl import read_jsonl, write_jsonl
 from atelier.world.query import BackgroundQuery, ObjectQuery, Query, RelationQuery
 from atelier.world.scene import realize
 from atelier.world.splits import HELD_OUT_COUNTS, HELD_OUT_PAIRS, HELD_OUT_RELATIONS
@@ -178,18 +178,13 @@ def build(seed: int = SEED) -> list[EvalPrompt]:
 
 
 def write(path: Path = DATA_FILE, seed: int = SEED) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for prompt in build(seed):
-            f.write(json.dumps(prompt.to_dict(), sort_keys=True) + "\n")
-    return path
+    return write_jsonl(path, build(seed))
 
 
 @lru_cache(maxsize=1)
 def load(path: Path = DATA_FILE) -> tuple[EvalPrompt, ...]:
     """The committed evaluation set."""
-    with open(path) as f:
-        return tuple(EvalPrompt.from_dict(json.loads(line)) for line in f if line.strip())
+    return read_jsonl(path, EvalPrompt.from_dict)
 
 
 def subset_sizes(prompts: tuple[EvalPrompt, ...] | list[EvalPrompt]) -> dict[str, int]:
