@@ -64,3 +64,22 @@ def weights_hash(path: str | Path) -> str:
                     for block in iter(lambda: handle.read(1 << 20), b""):
                         digest.update(block)
     return digest.hexdigest()[:10]
+
+
+def pack_bundle(source: str | Path, target: str | Path) -> Path:
+    """A copy of the bundle at `source` with every floating-point tensor stored as fp16, for
+    shipping (half the bytes; the pipeline computes in fp32 either way). The index records it."""
+    import torch
+
+    from atelier.folder import load_tensors, read_config, save_folder
+
+    source, target = Path(source), Path(target)
+    index = read_index(source)
+    with staged(target) as staging:
+        for part in PARTS:
+            tensors = {name: tensor.to(torch.float16) if tensor.is_floating_point() else tensor
+                       for name, tensor in load_tensors(source / part).items()}
+            save_folder(staging / part, read_config(source / part), tensors)
+        index["stored_as"] = "fp16"
+        (staging / INDEX).write_text(json.dumps(index, indent=1) + "\n")
+    return target

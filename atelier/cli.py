@@ -270,6 +270,15 @@ def _text(args: argparse.Namespace) -> None:
 
 
 def _model(args: argparse.Namespace) -> None:
+    if args.action == "pack":
+        from atelier.bundle import pack_bundle, weights_hash
+
+        if args.output is None:
+            raise SystemExit("error: atelier model pack SOURCE -o TARGET")
+        path = pack_bundle(args.preset, args.output)
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        print(f"wrote {path}: fp16, {size / 2**20:.1f} MiB, hash {weights_hash(path)}")
+        return
     from atelier.model.config import PRESETS, preset
     from atelier.model.info import format_info, model_info
 
@@ -335,9 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="the full metadata as JSON")
     inspect.set_defaults(run=_inspect)
 
-    model = commands.add_parser("model", help="the diffusion transformer's presets")
-    model.add_argument("action", choices=["info"])
-    model.add_argument("preset", help="a preset name (tiny, small, base, large, xl, xxl) or 'all'")
+    model = commands.add_parser("model", help="the diffusion transformer's presets; packing a model for shipping")
+    model.add_argument("action", choices=["info", "pack"])
+    model.add_argument("preset", help="info: a preset name (tiny, small, base, large, xl, xxl) or 'all'; "
+                       "pack: the model folder to pack")
+    model.add_argument("-o", "--output", type=Path, help="pack: where to write the fp16 copy")
     model.add_argument("--latent", type=_positive, default=None,
                        help="latent side to count FLOPs at (default: the preset's sample_latent)")
     model.add_argument("--frames", type=_positive, default=1)

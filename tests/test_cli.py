@@ -15,6 +15,10 @@ def test_preview_writes_a_contact_sheet(tmp_path):
     main(["world", "preview", "-o", str(tmp_path), "-n", "6"])
     sheet = Image.open(tmp_path / "world_preview.png")
     assert sheet.width > 6 * 150
+    for animation in ("clips.gif", "objects.gif"):
+        with Image.open(tmp_path / animation) as gif:
+            assert gif.n_frames >= 16, animation
+    assert Image.open(tmp_path / "edit_preview.png").height > 200
 
 
 def test_sample_writes_images_captions_and_truth(tmp_path):

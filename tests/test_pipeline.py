@@ -182,3 +182,20 @@ def test_reproduction_is_refused_when_the_weights_differ(folder, tmp_path):
     with pytest.raises(SystemExit, match="no Atelier generation metadata"):
         Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
         run_cli("generate", "--model", folder, "--from", tmp_path / "plain.png", "-o", tmp_path / "again")
+
+
+def test_a_packed_model_is_fp16_and_generates(folder, tmp_path):
+    from safetensors import safe_open
+
+    from atelier.bundle import pack_bundle
+
+    packed = pack_bundle(folder, tmp_path / "packed")
+    for shard in packed.rglob("*.safetensors"):
+        with safe_open(str(shard), "pt") as tensors:
+            assert {str(tensors.get_tensor(name).dtype) for name in tensors.keys()} == {"torch.float16"}
+    size = lambda path: sum(f.stat().st_size for f in path.rglob("*.safetensors"))  # noqa: E731
+    assert size(packed) < 0.55 * size(folder)
+    pipe = Atelier.from_pretrained(packed)
+    assert pipe.index["stored_as"] == "fp16" and pipe.model_hash != Atelier.from_pretrained(folder).model_hash
+    image = pipe.text_to_image("a red star", seed=5)[0]
+    assert image.size == (64, 64) and image.info["atelier"].model_hash == pipe.model_hash
