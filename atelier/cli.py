@@ -380,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     text.set_defaults(run=_text)
 
     train = commands.add_parser("train", help="train a model on the procedural world")
-    train.add_argument("target", choices=["tokenizer", "model"])
+    train.add_argument("target", choices=["tokenizer", "model", "classifier"],
+                       help="classifier: the world classifier whose features the fidelity metric uses")
     train.add_argument("--preset", help="tokenizer: cot-4x (default), cot-8x, conv-4x, conv-8x, tiny; "
                                         "model: tiny (default), small, base, large, xl, xxl")
     train.add_argument("-o", "--output", type=Path, help="model folder to write (tokenizer: weights/tokenizer)")
@@ -423,6 +424,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
+    if args.target == "classifier":
+        from atelier.evaluate.classifier import train_classifier
+
+        if args.output is None:
+            raise SystemExit("error: give the classifier's folder with -o DIR (the shipped one is weights/classifier)")
+        result = train_classifier(Path(args.output), args.minutes or 10.0, seed=args.seed, threads=args.threads,
+                                  log=lambda line: print(line, flush=True))
+        print(json.dumps(result["accuracy"], indent=1))
+        return
     if args.target == "tokenizer":
         from atelier.train.tokenizer import TrainSettings, train
 

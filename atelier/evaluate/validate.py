@@ -95,7 +95,7 @@ SIMULATED_FAILURES: dict[str, Callable[[Query, random.Random], Query]] = {
 }
 
 
-def _scenes(prompts: Sequence[EvalPrompt], n: int, size: int,
+def prompt_scenes(prompts: Sequence[EvalPrompt], n: int, size: int,
             weaken: Callable[[Query, random.Random], Query] | None = None) -> dict[str, list[Scene]]:
     """n scenes per prompt, drawn for its query, or for the query as `weaken` changes it."""
     out = {}
@@ -105,7 +105,7 @@ def _scenes(prompts: Sequence[EvalPrompt], n: int, size: int,
     return out
 
 
-def _render(scenes: dict[str, list[Scene]]) -> dict[str, list[np.ndarray]]:
+def render_scenes(scenes: dict[str, list[Scene]]) -> dict[str, list[np.ndarray]]:
     return {pid: [render(s) for s in group] for pid, group in scenes.items()}
 
 
@@ -145,8 +145,8 @@ def validate(prompts: Sequence[EvalPrompt], images_per_prompt: int = 4, size: in
              progress: Callable[[str], None] | None = None) -> dict:
     """The validation table: one row per condition, with its summary."""
     rows: dict[str, dict] = {}
-    scenes = _scenes(prompts, images_per_prompt, size)
-    truth = _render(scenes)
+    scenes = prompt_scenes(prompts, images_per_prompt, size)
+    truth = render_scenes(scenes)
 
     def record(name: str, results: list[PromptResult]) -> None:
         rows[name] = summarise(results)
@@ -163,7 +163,7 @@ def validate(prompts: Sequence[EvalPrompt], images_per_prompt: int = 4, size: in
     record("shuffled prompts", _score(prompts, truth, against=_shuffled(prompts)))
 
     for name, weaken in SIMULATED_FAILURES.items():
-        record(name, _score(prompts, _render(_scenes(prompts, images_per_prompt, size, weaken))))
+        record(name, _score(prompts, render_scenes(prompt_scenes(prompts, images_per_prompt, size, weaken))))
 
     colour_prompts = [p for p in prompts if p.category == "colours"]
     recolour_rows = {}
