@@ -68,10 +68,11 @@ class Block(nn.Module):
                 text_mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """text [B, L, D], visual [B, F, N, D], text_cond [B, D], frame_cond [B, F, D]"""
         batch = visual.shape[0]   # the conditioning may carry padding rows (SpaceTimeTransformer.forward)
-        t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = \
-            self.modulation(text_cond)[:batch, None].chunk(6, -1)
-        v_shift1, v_scale1, v_gate1, v_shift2, v_scale2, v_gate2 = \
-            self.modulation(frame_cond)[:batch, :, None].chunk(6, -1)
+        frame_mod = self.modulation(frame_cond)[:batch]                         # [B, F, 6D]
+        # With one frame the text's conditioning (the mean over frames) is that frame's: computed once.
+        text_mod = frame_mod[:, 0] if frame_cond.shape[1] == 1 else self.modulation(text_cond)[:batch]  # [B, 6D]
+        t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = text_mod[:, None].chunk(6, -1)
+        v_shift1, v_scale1, v_gate1, v_shift2, v_scale2, v_gate2 = frame_mod[:, :, None].chunk(6, -1)
         text_in = modulate(self.norm1(text), t_shift1, t_scale1)                  # [B, L, D]
         visual_in = modulate(self.norm1(visual), v_shift1, v_scale1)              # [B, F, N, D]
         text_out, visual_out = self.attn(text_in, visual_in, text_mask, rope, self.mode)
