@@ -125,13 +125,13 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _fidelity(folder: Path, prompts) -> dict | None:
-    """The Frechet distance of the samples, or None when the classifier's weights are not installed."""
+    """The Frechet distance of the samples, or None when it cannot be measured (no classifier
+    weights installed, or too few samples: a partial folder of one image)."""
     from atelier.evaluate.fidelity import folder_fidelity
-    from atelier.folder import FolderError
 
     try:
         return folder_fidelity(folder, prompts)
-    except FolderError as error:
+    except ValueError as error:   # atelier.folder.FolderError included
         print(f"fidelity skipped: {error}", file=sys.stderr)
         return None
 
