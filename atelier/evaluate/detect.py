@@ -60,6 +60,8 @@ def _fit_shape(alphas: list[np.ndarray]) -> tuple[str | None, float, float]:
     best: tuple[str | None, float, float] = (None, 0.0, float(np.sqrt(alphas[0].sum() / np.pi)))
     for alpha in alphas:
         area = float(alpha.sum())
+        if area <= 0:   # an estimate with no coverage (a model's flat region) places no template
+            continue
         mean_x = float((alpha * (xs + 0.5)).sum() / area)
         mean_y = float((alpha * (ys + 0.5)).sum() / area)
         for shape in vocab.SHAPES:
