@@ -131,7 +131,8 @@ class Atelier:
                 unconditional=[not p for p in prompts], callback=on_step)
             done += steps
             # One image at a time: the decoder's convolutions, like small matmuls, vary in the last bit with the batch.
-            pixels = torch.cat([self.tokenizer.decode(latent[None]) for latent in latents])[:, 0]  # [rows, 3, H, W]
+            with torch.no_grad():
+                pixels = torch.cat([self.tokenizer.decode(latent[None]) for latent in latents])[:, 0]  # [rows, 3, H, W]
             arrays = ((pixels + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
             for (number, k), array in zip(rows, arrays):
                 request = resolved[number]
