@@ -37,6 +37,7 @@ import numpy as np
 
 from atelier.evaluate.hull import carve, iou
 from atelier.evaluate.suite import IMAGE_SUFFIXES, load_image, mean_of_groups, sample_seed, samples_present, score_rows
+from atelier.evaluate.suite import format_table as suite_table
 from atelier.evaluate.views import ViewReading, read_view
 from atelier.world import vocab
 from atelier.world.camera import Camera
@@ -169,16 +170,7 @@ def summarise(results: Sequence[CaseResult]) -> dict:
 
 
 def format_table(summary: dict) -> str:
-    lines = [f"{'category':<22}{'score':>7}   {'95% CI':<15}{'prompts':>8}"]
-    for name, row in list(summary["categories"].items()) + [("", None)] + list(summary["subsets"].items()):
-        if row is None:
-            lines.append("-" * 54)
-            continue
-        low, high = row["ci95"]
-        lines.append(f"{name:<22}{row['score']:>7.3f}   [{low:.3f}, {high:.3f}]{row['prompts']:>8}")
-    low, high = summary["overall_ci95"]
-    lines.append("-" * 54)
-    lines.append(f"{'overall':<22}{summary['overall']:>7.3f}   [{low:.3f}, {high:.3f}]   objects {summary['objects']}")
+    lines = [suite_table(summary, counted="objects")]
     lines.append(f"{'views read correctly':<22}{summary['view_accuracy']:>7.3f}")
     lines.append(f"{'consistent objects':<22}{summary['consistency']:>7.3f}")
     lines.append(f"{'occupancy IoU':<22}{summary['occupancy_iou']:>7.3f}   "

@@ -111,7 +111,8 @@ def report(results: Sequence[PromptResult], **extra) -> dict:
     }
 
 
-def format_table(summary: dict) -> str:
+def format_table(summary: dict, counted: str = "images") -> str:
+    """Per category and subset, then overall; `counted` names what summary[counted] counts."""
     lines = [f"{'category':<22}{'score':>7}   {'95% CI':<15}{'prompts':>8}"]
     for name, row in list(summary["categories"].items()) + [("", None)] + list(summary["subsets"].items()):
         if row is None:
@@ -121,7 +122,7 @@ def format_table(summary: dict) -> str:
         lines.append(f"{name:<22}{row['score']:>7.3f}   [{low:.3f}, {high:.3f}]{row['prompts']:>8}")
     low, high = summary["overall_ci95"]
     lines.append("-" * 54)
-    lines.append(f"{'overall':<22}{summary['overall']:>7.3f}   [{low:.3f}, {high:.3f}]   images {summary['images']}")
+    lines.append(f"{'overall':<22}{summary['overall']:>7.3f}   [{low:.3f}, {high:.3f}]   {counted} {summary[counted]}")
     return "\n".join(lines)
 
 
