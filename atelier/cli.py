@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -89,8 +90,11 @@ SUITES = {"images": "atelier.evaluate.suite", "clips": "atelier.evaluate.clips",
 
 
 def _eval(args: argparse.Namespace) -> None:
+    if args.suite == "masks":
+        _eval_masks(args)
+        return
     if args.suite not in SUITES:
-        raise SystemExit(f"unknown suite {args.suite!r}; choose one of {', '.join(SUITES)}")
+        raise SystemExit(f"unknown suite {args.suite!r}; choose one of {', '.join([*SUITES, 'masks'])}")
     if args.suite != "images":
         _eval_suite(args)
         return
@@ -122,6 +126,20 @@ def _eval(args: argparse.Namespace) -> None:
               f"({out['fidelity']['images']} images against {out['fidelity']['reference_images']} true renders; "
               f"lower is better, see docs/fidelity.md)")
     _write_json(args.json or Path(folder) / "eval_images.json", out)
+
+
+def _eval_masks(args: argparse.Namespace) -> None:
+    """The segmenter's subject masks against the world's truth (IoU), on held-out images."""
+    import torch
+
+    from atelier.segment.evaluate import format_iou, subject_iou
+    from atelier.segment.model import DEFAULT_SEGMENTER, Segmenter
+
+    torch.set_num_threads(args.threads)
+    segmenter = Segmenter.from_pretrained(args.model or DEFAULT_SEGMENTER)
+    result = subject_iou(segmenter, count=args.n or 500, size=args.size)
+    print(format_iou(result))
+    _write_json(args.json, {"suite": "masks", "model": str(args.model or DEFAULT_SEGMENTER), **result})
 
 
 def _fidelity(folder: Path, prompts) -> dict | None:
@@ -157,22 +175,51 @@ def _eval_suite(args: argparse.Namespace) -> None:
         return
     folder = args.samples
     if args.model is not None:
-        if args.model != "world":
+        if args.model != "world" and args.suite != "edits":
             raise SystemExit(f"--model {args.model}: generating {args.suite} is not in this version's pipeline yet; "
                              f"write the samples yourself and score the folder, or use --model world")
-        folder = folder or Path("eval_samples") / f"world-{args.suite}"
+        folder = folder or Path("eval_samples") / f"{Path(args.model).name}-{args.suite}"
         if Path(folder).exists() and any(Path(folder).iterdir()):
             raise SystemExit(f"error: {folder} already holds files; give an empty or new folder for the samples")
         if args.suite == "edits":
             suite.write_inputs(folder, cases, size=args.size)
-        suite.write_truth(folder, cases, **({"per_case": args.n} if args.n else {}), size=args.size)
+        if args.model == "world":
+            suite.write_truth(folder, cases, **({"per_case": args.n} if args.n else {}), size=args.size)
+        else:
+            _edit_cases(args.model, Path(folder), cases, args.n or 4, args.threads)
     elif folder is None:
         raise SystemExit(f"give a folder of samples (atelier eval --suite {args.suite} DIR), --model world, "
                          f"or --validate")
     results = suite.score_folder(Path(folder), cases, partial=args.partial, progress=_progress_printer("scoring"))
     out = suite.report(results, suite=args.suite, samples=str(folder), model=args.model)
     print(suite.format_table(out))
+    if args.suite == "edits" and (raw := suite.raw_psnr(Path(folder), [r.case for r in results])) is not None:
+        out["psnr_outside_raw"] = raw
+        print(f"raw model outputs before paste-back ({raw['outputs']}): PSNR outside the mask mean "
+              f"{raw['mean']:.1f} dB, median {raw['median']:.1f} dB")
     _write_json(args.json or Path(folder) / f"eval_{args.suite}.json", out)
+
+
+def _edit_cases(model: str, folder: Path, cases, n: int, threads: int) -> None:
+    """The model's edits of every case from the inputs in `folder`: DIR/<case id>/<k>.png (pasted
+    back) and DIR/<case id>/raw/<k>.png (before paste-back), prompted with the target's caption."""
+    import torch
+
+    from atelier.evaluate.edits import case_seed
+    from atelier.pipeline import Atelier
+
+    torch.set_num_threads(threads)
+    pipe = Atelier.from_pretrained(model)
+    progress = _progress_printer("editing")
+    for done, case in enumerate(cases, start=1):
+        directory = folder / case.id
+        caption = (directory / "caption.txt").read_text().strip()
+        result = pipe.edit(directory / "source.png", directory / "mask.png", caption, n=n, seed=case_seed(case))
+        (directory / "raw").mkdir(exist_ok=True)
+        for k, (image, raw) in enumerate(zip(result.images, result.raw)):
+            image.save(directory / f"{k}.png")
+            raw.save(directory / "raw" / f"{k}.png")
+        progress(done, len(cases))
 
 
 def _write_json(path: Path | None, data: dict) -> None:
@@ -217,6 +264,46 @@ def _generate_command(args: argparse.Namespace) -> None:
         for images in pipe.generate(requests[start:start + chunk], progress=not args.quiet):
             for path in save_numbered(images, args.output, f".{args.format}"):
                 print(path)
+
+
+def _edit_command(args: argparse.Namespace) -> None:
+    """atelier edit, outpaint and vary: one image in, its edited versions out, numbered as generate numbers them."""
+    import torch
+
+    from atelier.metadata import save_numbered
+    from atelier.pipeline import Atelier
+
+    automatic = args.command == "edit" and (args.background or args.subject)
+    if args.command == "edit" and (args.which is not None or args.point is not None) and not args.subject:
+        raise SystemExit("error: --which and --point pick one object of the subject; use them with --subject")
+    torch.set_num_threads(args.threads)
+    settings = dict(n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
+                    negative_prompt=args.negative, progress=not args.quiet)
+    pipe = Atelier.from_pretrained(args.model)
+    if args.command == "vary":
+        result = pipe.variations(args.image, strength=args.strength, prompt=args.prompt, **settings)
+    elif args.command == "outpaint":
+        result = pipe.outpaint(args.image, args.left, args.right, args.top, args.bottom, prompt=args.prompt,
+                               **settings)
+    else:
+        settings.update(context=args.context, feather=args.feather)
+        if args.background:
+            result = pipe.replace_background(args.image, args.prompt, **settings)
+        elif args.subject:
+            which = args.point if args.point is not None else args.which
+            result = pipe.replace_subject(args.image, args.prompt, which=which, **settings)
+        else:
+            result = pipe.edit(args.image, args.mask, args.prompt, **settings)
+    if result.window is None:
+        print("nothing was edited, so nothing was written", file=sys.stderr)
+        return
+    paths = save_numbered(result.images, args.output, f".{args.format}")
+    for path in paths:
+        print(path)
+    if automatic:
+        mask_path = paths[0].with_name(f"{paths[0].stem}-mask.png")
+        result.mask.save(mask_path)
+        print(f"{mask_path}  (the area edited, white; refine it and run atelier edit IMAGE --mask {mask_path.name})")
 
 
 def _same_pixels(a: str | Path, b: str | Path) -> bool:
@@ -308,12 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="score samples against the evaluation set")
     evaluate.add_argument("samples", nargs="?", type=Path,
                           help="DIR/<prompt id>/<k>.png (with --model: where to write them)")
-    evaluate.add_argument("--suite", default="images", help="images, clips, edits or objects")
+    evaluate.add_argument("--suite", default="images", help="images, clips, edits, objects, or masks (the "
+                                                             "segmenter's subject masks; --model a segmenter folder)")
     evaluate.add_argument("--inputs", type=Path, help="edits: write the sources, masks and instructions here")
     evaluate.add_argument("--model", help="'world' for ground-truth renders, or a model folder")
     evaluate.add_argument("--steps", type=int, default=None, help="sampling steps for --model")
     evaluate.add_argument("-n", type=_positive,
-                          help="samples per prompt with --model or --validate (images and clips 4, objects 2, edits 1)")
+                          help="samples per prompt with --model or --validate (images, clips and model edits 4, "
+                               "objects 2, truth edits 1; masks: images, 500)")
     evaluate.add_argument("--size", type=int, default=64, help="image side for --validate")
     evaluate.add_argument("--partial", action="store_true", help="score the prompts present, skip the rest")
     evaluate.add_argument("--threads", type=_positive, default=2, help="torch CPU threads for --model")
@@ -323,21 +412,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="images from text, with their settings inside the files")
     generate.add_argument("prompt", nargs="*", help="one or more prompts (quote each)")
-    generate.add_argument("-n", type=_positive, default=1, help="images per prompt (seeds SEED, SEED+1, ...)")
-    generate.add_argument("--seed", type=int, help="the first image's seed (default: random)")
-    generate.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    generate.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     generate.add_argument("--size", type=int, help="image side in pixels (default: the model's)")
-    generate.add_argument("--sampler", help="euler, heun or multistep (default: the model's)")
-    generate.add_argument("--negative", help="negative prompt: what the images should not show")
     generate.add_argument("--prompts", type=Path, help="a text file with one prompt per line")
     generate.add_argument("--from", dest="source", type=Path, help="reproduce this image from its metadata")
-    generate.add_argument("--model", help="a model folder (default: weights/default)")
-    generate.add_argument("-o", "--output", type=Path, default=Path("outputs"))
-    generate.add_argument("--format", choices=["png", "jpg", "webp"], default="png")
-    generate.add_argument("--threads", type=_positive, default=2, help="torch CPU threads")
-    generate.add_argument("--quiet", action="store_true", help="no progress bar")
+    _sampling_options(generate)
     generate.set_defaults(run=_generate_command)
+
+    edit = commands.add_parser("edit", help="redraw part of an image: a painted mask, the background or the subject")
+    edit.add_argument("image", type=Path, help="the image to edit (any size up to 4096 px per side)")
+    edit.add_argument("prompt", help="what the whole result should show, e.g. 'a red star on a blue background'")
+    area = edit.add_mutually_exclusive_group()
+    area.add_argument("--mask", type=Path, help="white = edit on black, or alpha 0 = edit (default: the image's "
+                                                "own transparency)")
+    area.add_argument("--background", action="store_true", help="replace the background (found automatically)")
+    area.add_argument("--subject", action="store_true", help="replace the subject (found automatically)")
+    pick = edit.add_mutually_exclusive_group()
+    pick.add_argument("--which", type=int, help="with --subject: only this object (0 = the largest)")
+    pick.add_argument("--point", type=_point, help="with --subject: only the object at or near X,Y (pixels)")
+    edit.add_argument("--context", type=float, default=0.5,
+                      help="context around the area, as a share of its size, that the model sees (default 0.5)")
+    edit.add_argument("--feather", type=float, help="soften the seam over this many pixels inside the area "
+                                                    "(default: one model pixel)")
+    _sampling_options(edit)
+    edit.set_defaults(run=_edit_command)
+
+    outpaint = commands.add_parser("outpaint", help="extend an image's canvas and draw the new area")
+    outpaint.add_argument("image", type=Path)
+    outpaint.add_argument("prompt", help="what the whole result should show (\"\" for none)")
+    for side in ("left", "right", "top", "bottom"):
+        outpaint.add_argument(f"--{side}", type=_not_negative, default=0, help=f"pixels to add on the {side}")
+    _sampling_options(outpaint)
+    outpaint.set_defaults(run=_edit_command)
+
+    vary = commands.add_parser("vary", help="variations of an image, changed by a controllable amount")
+    vary.add_argument("image", type=Path)
+    vary.add_argument("--prompt", default="", help="steer the variations towards this (default: no prompt)")
+    vary.add_argument("--strength", type=float, default=0.6,
+                      help="how much to change, above 0 up to 1 (0.2: small changes; 1: a new image; default 0.6)")
+    _sampling_options(vary)
+    vary.set_defaults(run=_edit_command)
 
     inspect = commands.add_parser("inspect", help="print how an image was generated")
     inspect.add_argument("image", type=Path)
@@ -380,8 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     text.set_defaults(run=_text)
 
     train = commands.add_parser("train", help="train a model on the procedural world")
-    train.add_argument("target", choices=["tokenizer", "model", "classifier"],
-                       help="classifier: the world classifier whose features the fidelity metric uses")
+    train.add_argument("target", choices=["tokenizer", "model", "classifier", "segmenter"],
+                       help="classifier: the world classifier whose features the fidelity metric uses; "
+                            "segmenter: the subject masks of atelier edit --background / --subject")
     train.add_argument("--preset", help="tokenizer: cot-4x (default), cot-8x, conv-4x, conv-8x, tiny; "
                                         "model: tiny (default), small, base, large, xl, xxl")
     train.add_argument("-o", "--output", type=Path, help="model folder to write (tokenizer: weights/tokenizer)")
@@ -411,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model: share of steps per modality, e.g. image=0.6,clip=0.2,views=0.2 (default image=1)")
     train.add_argument("--frames", type=_positive, help="model: frames of a training clip (default 8)")
     train.add_argument("--views", type=_positive, help="model: views of a training object (default 4)")
+    train.add_argument("--init", type=Path, help="model: fine-tune this model folder (its weights, tokenizer and "
+                                                 "defaults; give its preset)")
     train.add_argument("--edit-fraction", type=float, help="model: share of keep-mask editing samples (default 0.3)")
     train.add_argument("--sample-steps", type=_positive, help="model: sampling steps for the checkpoint grids")
     train.add_argument("--compile", action="store_true", help="model: torch.compile the transformer")
@@ -424,6 +540,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
+    if args.target == "segmenter":
+        from atelier.segment.train import train_segmenter
+
+        if args.output is None:
+            raise SystemExit("error: give the segmenter's folder with -o DIR (the shipped one is weights/segmenter)")
+        minutes, seed, threads, batch = args.minutes or 12.0, args.seed or 0, args.threads or 1, args.batch or 32
+        command = (f"atelier train segmenter -o {args.output} --minutes {minutes:g} --seed {seed} --threads {threads} "
+                   f"--batch {batch}")
+        train_segmenter(Path(args.output), minutes, seed=seed, batch=batch, threads=threads, progress=print,
+                        command=command)
+        return
     if args.target == "classifier":
         from atelier.evaluate.classifier import train_classifier
 
@@ -444,7 +571,7 @@ def _train(args: argparse.Namespace) -> None:
         settings = TrainSettings(**{key: value for key, value in options.items() if value is not None})
         train(settings, log=lambda line: print(line, flush=True))
     elif args.target == "model":
-        from atelier.train.config import TrainConfig
+        from atelier.train.config import DEFAULT_TASKS, TrainConfig
 
         minutes = args.minutes if args.minutes is not None else (0.0 if args.steps else 10.0)
         output = args.output or Path("runs") / (args.preset or "tiny")
@@ -456,9 +583,10 @@ def _train(args: argparse.Namespace) -> None:
                    "warmup": args.warmup, "ema_decay": args.ema_decay, "compile": args.compile,
                    "activation_checkpointing": args.activation_checkpointing, "sample_steps": args.sample_steps,
                    "text_cache": args.text_cache, "cache_latents": args.cache_latents, "workers": args.workers,
-                   "modalities": args.modalities, "frames": args.frames, "views": args.views}
+                   "modalities": args.modalities, "frames": args.frames, "views": args.views,
+                   "init": str(args.init) if args.init else None}
         if args.edit_fraction is not None:
-            options["tasks"] = {**TrainConfig().tasks, "text_to_image": 1 - args.edit_fraction,
+            options["tasks"] = {**DEFAULT_TASKS, "text_to_image": 1 - args.edit_fraction,
                                 "edit": args.edit_fraction}
         config = TrainConfig(**{key: value for key, value in options.items() if value is not None})
         from atelier.model.config import preset
@@ -490,7 +618,38 @@ def _positive(text: str) -> int:
     return value
 
 
+def _sampling_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command that draws images shares."""
+    parser.add_argument("-n", type=_positive, default=1, help="images per prompt (seeds SEED, SEED+1, ...)")
+    parser.add_argument("--seed", type=int, help="the first image's seed (default: random)")
+    parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
+    parser.add_argument("--sampler", help="euler, heun or multistep (default: the model's)")
+    parser.add_argument("--negative", help="negative prompt: what the images should not show")
+    parser.add_argument("--model", help="a model folder (default: weights/default)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("outputs"))
+    parser.add_argument("--format", choices=["png", "jpg", "webp"], default="png")
+    parser.add_argument("--threads", type=_positive, default=2, help="torch CPU threads")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _point(text: str) -> tuple[float, float]:
+    try:
+        x, y = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y in pixels, got {text!r}") from None
+    return x, y
+
+
 def main(argv: list[str] | None = None) -> None:
+    warnings.formatwarning = lambda message, *_: f"warning: {message}\n"
     args = build_parser().parse_args(argv)
     try:
         args.run(args)

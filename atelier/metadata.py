@@ -56,7 +56,8 @@ class GenerationInfo:
         if self.negative_prompt:
             lines.append(f"Negative prompt: {self.negative_prompt}")
         lines.append(f"Steps: {self.steps}, Sampler: {self.sampler}, CFG scale: {self.guidance:g}, Seed: {self.seed}, "
-                     f"Size: {self.size}x{self.size}, Model hash: {self.model_hash}, Model: {self.model}")
+                     f"Size: {self.size}x{self.size}, Model hash: {self.model_hash}, Model: {self.model}"
+                     + ("" if self.task == "text_to_image" else f", Task: {self.task}"))
         return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from atelier.bundle import read_index, weights_hash
+from atelier.edit.editor import EditingMixin
 from atelier.folder import FolderError
 from atelier.metadata import GenerationInfo
 
@@ -54,13 +55,25 @@ class GenerationRequest:
     sampler: str | None = None
 
 
-class Atelier:
+class Atelier(EditingMixin):
     def __init__(self, transformer, tokenizer, text_encoder, index: dict[str, Any], path: Path, model_hash: str):
         self.transformer, self.tokenizer, self.text_encoder = transformer, tokenizer, text_encoder
         self.index, self.path, self.model_hash = index, path, model_hash
         self.defaults = index["defaults"]
         self.name = path.name
         self.sizes = tuple(self.defaults.get("sizes") or [self.defaults["size"]])
+        self.segmenter_path: Path | None = None     # None: the shipped segmenter
+        self._segmenter = None
+
+    @property
+    def segmenter(self):
+        """The subject segmenter replace_background and replace_subject use, loaded on first use."""
+        if self._segmenter is None:
+            from atelier.segment.model import DEFAULT_SEGMENTER, Segmenter
+
+            device = next(self.transformer.parameters()).device
+            self._segmenter = Segmenter.from_pretrained(self.segmenter_path or DEFAULT_SEGMENTER, device=device)
+        return self._segmenter
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, device: str = "cpu",
@@ -91,8 +104,6 @@ class Atelier:
     def generate(self, requests: Sequence[GenerationRequest],
                  progress: Progress | bool = False) -> list[list[Image.Image]]:
         """The images of each request, in order. Every request is checked before any sampling starts."""
-        import torch
-
         from atelier.flow.generate import generate_latents
         from atelier.text.encoder import TextBatch
 
@@ -115,8 +126,8 @@ class Atelier:
             rows = [(number, k) for number in members for k in range(resolved[number].n)]
             prompts = [resolved[number].prompt for number, _ in rows]
             negatives = [resolved[number].negative_prompt for number, _ in rows]
-            text = TextBatch.cat([encoded[p].pad_to(bucket) for p in prompts])
-            negative = TextBatch.cat([encoded[p].pad_to(bucket) for p in negatives])
+            text, negative = (TextBatch.cat([encoded[p].pad_to(bucket) for p in texts])
+                              for texts in (prompts, negatives))
             side = size // self.tokenizer.config.downsample
             shape = (1, self.transformer.config.latent_channels, side, side)
 
@@ -130,11 +141,7 @@ class Atelier:
                 negative=negative, has_negative=[bool(n) for n in negatives],
                 unconditional=[not p for p in prompts], callback=on_step)
             done += steps
-            # One image at a time: the decoder's convolutions, like small matmuls, vary in the last bit with the batch.
-            with torch.no_grad():
-                pixels = torch.cat([self.tokenizer.decode(latent[None]) for latent in latents])[:, 0]  # [rows, 3, H, W]
-            arrays = ((pixels + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
-            for (number, k), array in zip(rows, arrays):
+            for (number, k), array in zip(rows, self.decode(latents)):
                 request = resolved[number]
                 image = Image.fromarray(np.ascontiguousarray(array))
                 image.info["atelier"] = GenerationInfo(
@@ -145,6 +152,32 @@ class Atelier:
         if report and done < total:
             report(total, total)
         return out
+
+    def encode_texts(self, prompt: str, negative_prompt: str, rows: int):
+        """(text, negative) TextBatches of `rows` copies, padded to the prompts' TEXT_BUCKET, as generate pads them."""
+        from atelier.text.encoder import TextBatch
+
+        text, negative = self.text_encoder.encode([prompt]), self.text_encoder.encode([negative_prompt])
+        bucket = TEXT_BUCKET * math.ceil(max(text.tokens.shape[1], negative.tokens.shape[1]) / TEXT_BUCKET)
+        return TextBatch.cat([text.pad_to(bucket)] * rows), TextBatch.cat([negative.pad_to(bucket)] * rows)
+
+    def encode_pixels(self, pixels: np.ndarray):
+        """Images [B, H, W, 3] uint8 -> latents [B, 1, C, h, w], one image at a time (as decode)."""
+        import torch
+
+        device = next(self.tokenizer.parameters()).device
+        images = torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        with torch.no_grad():
+            return torch.cat([self.tokenizer.encode(image[None].to(device)) for image in images])[:, None]
+
+    def decode(self, latents) -> np.ndarray:
+        """Latents [B, 1, C, h, w] -> images [B, H, W, 3] uint8. One image at a time: the decoder's
+        convolutions, like small matmuls, vary in the last bit with the batch."""
+        import torch
+
+        with torch.no_grad():
+            pixels = torch.cat([self.tokenizer.decode(latent[None]) for latent in latents])[:, 0]  # [B, 3, H, W]
+        return ((pixels + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
 
     def resolve(self, request: GenerationRequest) -> GenerationRequest:
         """The request with the model's defaults filled in and every setting checked; an empty

@@ -30,15 +30,7 @@ from atelier.evaluate.validate import blur
 from atelier.folder import FolderError
 from atelier.world.evalset import load
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """On this shared 2-core machine two torch threads stall whenever a neighbour holds a core
-    (a training step measured 10x slower); one thread does not."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,32 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from atelier.bundle import save_bundle
 from atelier.folder import FolderError
 from atelier.metadata import GenerationInfo, from_parameters, read_info, save_image
-from atelier.model.config import ModelConfig
-from atelier.model.transformer import SpaceTimeTransformer
 from atelier.pipeline import MAX_IMAGES, Atelier, GenerationRequest
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    from atelier.text.encoder import TextEncoder
-    from atelier.tokenizer.autoencoder import Autoencoder
-    from atelier.tokenizer.config import preset
-
-    torch.manual_seed(0)
-    tokenizer = Autoencoder(preset("tiny"))
-    transformer = SpaceTimeTransformer(ModelConfig(latent_channels=tokenizer.config.latent_channels, width=48,
-                                                   depth=2, heads=2))
-    with torch.no_grad():
-        for parameter in transformer.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    path = tmp_path_factory.mktemp("model") / "model"
-    return save_bundle(path, transformer, tokenizer, TextEncoder.load().fingerprint, defaults={"steps": 3})
 
 
 @pytest.fixture(scope="module")

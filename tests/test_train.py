@@ -229,6 +229,31 @@ def test_bad_checkpoints_are_refused(tokenizer_folder, tmp_path):
     assert unknown.returncode != 0 and "unknown model preset 'giant'" in unknown.stderr
 
 
+def test_fine_tuning_starts_from_a_model_folder(tokenizer_folder, folder, tmp_path):
+    from atelier.bundle import read_index
+
+    base = tmp_path / "base"
+    subprocess.run(command(base, tokenizer_folder, "--steps", "4"), check=True, cwd=ROOT, capture_output=True)
+    index_path = base / "model" / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["defaults"].update(steps=7, sampler="multistep")
+    index_path.write_text(json.dumps(index))
+    tuned = tmp_path / "tuned"
+    run = subprocess.run(command(tuned, tokenizer_folder, "--steps", "1", "--init", str(base / "model"),
+                                 "--edit-fraction", "1"), cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert f"fine-tuning {base / 'model'}" in run.stdout
+    fresh = tmp_path / "fresh"
+    subprocess.run(command(fresh, tokenizer_folder, "--steps", "1", "--edit-fraction", "1"), check=True, cwd=ROOT,
+                   capture_output=True)
+    assert losses(tuned)[0] != losses(fresh)[0], "the first step already uses the loaded weights"
+    defaults = read_index(tuned / "model")["defaults"]
+    assert (defaults["steps"], defaults["sampler"]) == (7, "multistep"), "the model's sampling defaults carry over"
+    other_shape = subprocess.run(command(tmp_path / "x", tokenizer_folder, "--steps", "1", "--init", str(folder)),
+                                 cwd=ROOT, capture_output=True, text=True)
+    assert other_shape.returncode != 0 and "is not a 'tiny' model" in other_shape.stderr
+
+
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_processes_match_one(tokenizer_folder, tmp_path, parallel):
     """torchrun with 2 CPU processes (gloo) on the same global batch ends at the same weights."""

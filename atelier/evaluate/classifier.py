@@ -394,7 +394,7 @@ def accuracy(model: Classifier, images: np.ndarray, scenes: Sequence[Scene], bat
     return out
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as info:
             for line in info:
@@ -486,7 +486,7 @@ def train_classifier(output: Path, minutes: float, seed: int = 0, batch: int = 6
                         "jpeg_quality": list(AUGMENT_JPEG)},
             "cell_none_weight": CELL_NONE_WEIGHT if config.cells else None,
             "holdout_images": holdout, "torch": torch.__version__,
-            "hardware": f"{_cpu_name()}, {threads} torch thread{'s' if threads > 1 else ''}",
+            "hardware": f"{cpu_name()}, {threads} torch thread{'s' if threads > 1 else ''}",
         }
         model.save(output, {"training": record, "accuracy": held_out})
         log(f"wrote {output}: {step} steps, {step * batch:,} images in {seconds:.0f} s")

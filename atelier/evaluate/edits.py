@@ -162,6 +162,27 @@ def output_paths(folder: Path, case: EditCase) -> list[Path]:
     return paths
 
 
+def case_seed(case: EditCase) -> int:
+    """The seed of a case's first output (output k has seed + k): fixed, so every model edits the same draws."""
+    return int(case.id) * 1000
+
+
+def raw_psnr(folder: Path, cases: Sequence[EditCase]) -> dict | None:
+    """PSNR outside the mask of the raw outputs DIR/<case id>/raw/<k>.png (a model's output
+    before it is pasted back into the source) against source.png and mask.png, or None when the
+    folder holds none; paste-back makes the final outputs' PSNR outside infinite by construction."""
+    values = []
+    for case in cases:
+        directory = Path(folder) / case.id
+        raw = directory / "raw"
+        if not raw.is_dir():
+            continue
+        source, mask = load_image(directory / "source.png"), load_image(directory / "mask.png")[:, :, 0] >= 0.5
+        values += [psnr_outside(load_image(path), source, mask) for path in sorted(raw.iterdir())
+                   if path.suffix.lower() in IMAGE_SUFFIXES and path.stem.isdigit()]
+    return {**_stats(values), "outputs": len(values), "cap": PSNR_CAP} if values else None
+
+
 def _case_pair(directory: Path, case: EditCase, images: list[np.ndarray], paths: list[Path]) -> EditPair:
     """The case's pair at the size of its outputs, checked against its mask.png when the
     inputs were written there."""

@@ -17,12 +17,17 @@ def generate_latents(model, text, seeds: Sequence[int], latent_shape: Sequence[i
                      keep_mask: torch.Tensor | None = None, context: torch.Tensor | None = None,
                      camera: torch.Tensor | None = None, callback: Callback | None = None,
                      progress: bool = False, negative=None, has_negative: Sequence[bool] | None = None,
-                     unconditional: Sequence[bool] | None = None) -> torch.Tensor:
+                     unconditional: Sequence[bool] | None = None, init: torch.Tensor | None = None,
+                     start: float = 1.0) -> torch.Tensor:
     """Latents [len(seeds), F, C, h, w] for `text` (anything with .tokens, .mask and .pooled, one
     row per seed; a TextBatch when `negative` is given), integrated from noise with `sampler` in
     `steps` steps; latent_shape is (F, C, h, w). The timestep shift follows the canvas size as in
     training. text_scale may differ per row; `negative` (one row per seed, used where has_negative)
-    replaces the dropped text in guidance; rows marked `unconditional` ignore their text."""
+    replaces the dropped text in guidance; rows marked `unconditional` ignore their text.
+
+    With `init` (latents [len(seeds), F, C, h, w]) sampling starts part way, from init noised to
+    the grid's first time, `start` before the shift (SDEdit, Meng et al. 2022): 1 ignores init,
+    small values change it little."""
     parameter = next(model.parameters())
     device = parameter.device
     frames, _, height, width = latent_shape
@@ -43,9 +48,11 @@ def generate_latents(model, text, seeds: Sequence[int], latent_shape: Sequence[i
     if not isinstance(text_scale, (int, float)):
         text_scale = torch.tensor([float(s) for s in text_scale], device=device)
     noise = initial_noise(latent_shape, seeds, device=device)
+    times = time_grid(steps, shift, start=start, device=device)
+    if init is not None:
+        noise = (1 - times[0]) * init.to(device=device, dtype=noise.dtype) + times[0] * noise
     denoiser = GuidedDenoiser(model, cond, text_scale=text_scale, context_scale=context_scale)
-    latents = get_sampler(sampler)(denoiser, noise, time_grid(steps, shift, device=device),
-                                   callback=callback, progress=progress)
+    latents = get_sampler(sampler)(denoiser, noise, times, callback=callback, progress=progress)
     if keep_mask is not None and context is not None:
         latents = torch.where(keep_mask >= 0.5, context, latents)
     return latents

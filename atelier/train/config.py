@@ -18,6 +18,8 @@ MODALITY_TASKS = {
 }
 MODALITIES = tuple(MODALITY_TASKS)
 TASKS = tuple(task for tasks in MODALITY_TASKS.values() for task in tasks)
+DEFAULT_TASKS = {"text_to_image": 0.7, "edit": 0.3, "text_to_video": 0.7, "image_to_video": 0.3, "text_to_3d": 0.7,
+                 "image_to_3d": 0.3}
 REGIONS = ("box", "blob", "brush", "background", "objects", "outpaint")
 
 
@@ -48,9 +50,7 @@ class TrainConfig:
     modalities: dict[str, float] = field(default_factory=lambda: {"image": 1.0})  # world only for clip/views
     frames: int = 8                       # clip frames per training sample
     views: int = 4                        # object views per training sample
-    tasks: dict[str, float] = field(default_factory=lambda: {"text_to_image": 0.7, "edit": 0.3, "text_to_video": 0.7,
-                                                             "image_to_video": 0.3, "text_to_3d": 0.7,
-                                                             "image_to_3d": 0.3})
+    tasks: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TASKS))
     regions: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REGIONS, 1.0))
     text_dropout: float = 0.1
     context_dropout: float = 0.1
@@ -67,6 +67,8 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields to replace
     text_cache: str | None = None         # a text-embedding cache file: read at start, written at checkpoints
     cache_latents: bool = False           # encode a folder's images once (OUTPUT/latents.safetensors)
+    init: str | None = None               # fine-tune: a model folder (atelier.bundle) whose weights, tokenizer
+                                          # and sampling defaults start the run (a checkpoint in OUTPUT wins)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sample_prompts", tuple(self.sample_prompts))

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from atelier.bundle import save_bundle
+from atelier.bundle import read_index, save_bundle, weights_hash
 from atelier.flow.generate import generate_latents
 from atelier.flow.objective import FlowConfig, flow_loss
+from atelier.folder import FolderError
 from atelier.model.config import preset
 from atelier.model.transformer import SpaceTimeTransformer
 from atelier.train import checkpoint
@@ -55,7 +56,9 @@ class Trainer:
         torch.manual_seed(config.seed)
         device = processes.device
         self.source = open_source(config.data, config.size, config.seed, config.frames, config.views)
-        self.tokenizer = Autoencoder.from_pretrained(config.tokenizer, device=device).requires_grad_(False)
+        self.init_index = read_index(config.init) if config.init else None
+        tokenizer_path = Path(config.init) / "tokenizer" if config.init else config.tokenizer
+        self.tokenizer = Autoencoder.from_pretrained(tokenizer_path, device=device).requires_grad_(False)
         if config.size % self.tokenizer.config.downsample:
             raise ValueError(f"image size {config.size} is not a multiple of the tokenizer's "
                              f"{self.tokenizer.config.downsample}x downsampling")
@@ -69,6 +72,8 @@ class Trainer:
         self.model_config = preset(config.preset, latent_channels=self.tokenizer.config.latent_channels,
                                    text_dim=self.text_encoder.dim, **config.model_overrides)
         model = SpaceTimeTransformer(self.model_config).to(device)
+        if config.init:
+            self._start_from(model, Path(config.init))
         model.gradient_checkpointing = config.activation_checkpointing
         self.model = wrap(model, processes, config.parallel)
         self.core = getattr(self.model, "module", self.model)
@@ -77,6 +82,19 @@ class Trainer:
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.flow = FlowConfig(text_dropout=config.text_dropout, context_dropout=config.context_dropout)
         self.step = 0
+
+    def _start_from(self, model: SpaceTimeTransformer, folder: Path) -> None:
+        """Load a trained model's weights to fine-tune them; its text encoder and shape must be this run's."""
+        expected = self.init_index.get("text_encoder", {}).get("fingerprint")
+        if expected and expected != self.text_encoder.fingerprint:
+            raise FolderError(f"{folder} was trained with text encoder {expected}, but this run's is "
+                              f"{self.text_encoder.fingerprint}")
+        trained = SpaceTimeTransformer.from_pretrained(folder / "transformer")
+        if trained.config != self.model_config:
+            raise FolderError(f"{folder} is not a {self.config.preset!r} model with these overrides; give the "
+                              f"preset it was trained as (its training config: {folder / 'model_index.json'})")
+        model.load_state_dict(trained.state_dict())
+        self.log(f"fine-tuning {folder} (hash {weights_hash(folder)})")
 
     def _optimizer(self) -> torch.optim.Optimizer:
         values = self.core.memory_value_parameters()
@@ -198,7 +216,8 @@ class Trainer:
         if self.processes.is_main:
             training = {"steps": self.step, "images": self.step * self.config.batch, "config": self.config.to_dict()}
             save_bundle(path, self._ema_model(ema_state).cpu(), self.tokenizer.cpu(), self.text_encoder.fingerprint,
-                        defaults={"size": self.config.size, "sizes": [self.config.size]}, training=training)
+                        defaults={**(self.init_index or {}).get("defaults", {}), "size": self.config.size,
+                                  "sizes": [self.config.size]}, training=training)
             self.tokenizer.to(self.processes.device)
             self.log(f"exported the EMA weights to {path}")
         return path
