@@ -145,6 +145,17 @@ def test_masks_are_white_on_black_or_transparent(pair, tmp_path):
         read_region(None, image)
 
 
+def test_a_photo_is_edited_the_way_it_is_shown(tmp_path):
+    upright = np.zeros((40, 30, 3), np.uint8)
+    upright[:10] = 255                                                  # white at the top as shown
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)   # as a camera stores it
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                    # orientation: rotate 90 clockwise to show
+    stored.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    shown = rgb_pixels(open_image(tmp_path / "phone.jpg"))
+    assert shown.shape == (40, 30, 3) and shown[:10].mean() > 200 and shown[20:].mean() < 50
+
+
 def test_unusable_images_are_refused_with_the_reason(pair, tmp_path):
     wide = tmp_path / "wide.png"
     Image.new("L", (MAX_SIDE + 1, 8)).save(wide)

@@ -4,7 +4,8 @@ An image may be a path, bytes, a PIL image or an array ([H, W], [H, W, 3] or [H,
 float in 0..1) in any PIL mode (RGB, RGBA, L, LA, P, CMYK, I;16 ...); it is edited as its RGB
 conversion, so "untouched" means equal to `image.convert("RGB")`. A mask is white = edit on
 black, or, when it has transparency, alpha 0 = edit (OpenAI's images/edits convention); an
-image with transparent pixels is its own mask when none is given. Images larger than MAX_SIDE
+image with transparent pixels is its own mask when none is given. A file's EXIF orientation is
+applied, so images and masks line up as viewers show them. Images larger than MAX_SIDE
 per side are refused from their header, before decoding, which also stops decompression bombs.
 """
 
@@ -15,7 +16,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_SIDE = 4096          # pixels per side, for images and masks
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
@@ -46,6 +47,7 @@ def open_image(source: ImageInput, what: str = "image") -> Image.Image:
             image = Image.open(stream)
             _check_side(image.size, name)      # from the header: nothing is decoded yet
             image.load()
+            image = ImageOps.exif_transpose(image)   # a phone photo is edited the way it is shown
     except ImageInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
