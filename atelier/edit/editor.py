@@ -21,7 +21,7 @@ from atelier.edit.inputs import MAX_SIDE, ImageInput, ImageInputError, open_imag
 from atelier.edit.window import CONTEXT, Window, crop, find_window, fit_pixels, fit_region, paste
 from atelier.metadata import GenerationInfo
 
-SUBJECT_MARGIN = 1 / 64   # of the image's shorter side: how far an automatic region reaches past the subject's edge
+SUBJECT_MARGIN = 2 / 64   # of the image's shorter side: how far replace_subject's region reaches past the object
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,8 @@ class EditingMixin:
         if not subject.any():
             raise ValueError("no subject was found in the image, so there is no background to tell apart; "
                              "paint the area to replace and use edit() (atelier edit IMAGE --mask MASK.png)")
-        region = ~_grow(subject, _margin(subject.shape))
-        return self.edit(picture, region, prompt, task="replace_background", **settings)
+        # Not grown: a kept ring of the old background would outline every object in the result.
+        return self.edit(picture, ~subject, prompt, task="replace_background", **settings)
 
     def replace_subject(self, image: ImageInput, prompt: str, which: int | tuple[float, float] | None = None,
                         **settings) -> EditResult:
@@ -102,7 +102,7 @@ class EditingMixin:
             raise ValueError("no subject was found in the image; paint the area to replace and use edit() "
                              "(atelier edit IMAGE --mask MASK.png)")
         chosen = subject if which is None else pick_object(split_objects(subject), which)
-        region = _grow(chosen, 2 * _margin(subject.shape))
+        region = _grow(chosen, _margin(subject.shape))   # grown: no rim of the old object may stay
         return self.edit(picture, region, prompt, task="replace_subject", **settings)
 
     def outpaint(self, image: ImageInput, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0,
