@@ -128,8 +128,8 @@ def test_url_responses_open_for_the_owner_and_the_signed_link_only(server, keys)
     expired = f"{plain}?expires={past}&signature={sign(server.services.secret, asset_id, past)}"
     status, _, body = fetch(expired)
     assert status == 403 and "expired" in json.loads(body)["error"]["message"]
-    listed = {item["id"] for item in json.loads(fetch(f"{server.url}/v1/assets", keys["alice"])[2])["data"]}
-    assert asset_id in listed
+    listed = {item["id"]: item for item in json.loads(fetch(f"{server.url}/v1/assets", keys["alice"])[2])["data"]}
+    assert abs(listed[asset_id]["created"] - time.time()) < 60 and listed[asset_id]["metadata"]["prompt"] == PROMPT
     assert asset_id not in {item["id"] for item in json.loads(fetch(f"{server.url}/v1/assets", keys["bob"])[2])["data"]}
 
 
@@ -167,6 +167,10 @@ def test_edit_takes_the_images_own_transparency_and_image_list_parts(server, key
     assert np.array_equal(out[keep], cutout[:, :, :3][keep])
     with pytest.raises(openai.BadRequestError, match="one image per edit"):
         client(server, keys["alice"]).images.edit(image=[image, image], prompt=PROMPT)
+    large = Image.fromarray(cutout).resize((128, 128), Image.Resampling.NEAREST)    # size= scales it to 64 first
+    result = client(server, keys["alice"]).images.edit(image=("large.png", png(large), "image/png"), prompt=PROMPT,
+                                                       size="64x64", response_format="b64_json")
+    assert decode(result.data[0]).size == (64, 64)
 
 
 @pytest.mark.parametrize("mask, message", [
@@ -282,6 +286,17 @@ def test_the_daily_quota_counts_images_and_the_client_does_not_retry_it(limited)
     assert time.monotonic() - begin < 0.5       # x-should-retry: false, so no backoff
     assert error.value.body["type"] == "insufficient_quota"
     assert len(api.images.generate(prompt=PROMPT, n=1, response_format="b64_json").data) == 1   # the 4th image
+
+
+def test_usage_is_reported_per_key_and_only_admins_see_everyones(server, keys):
+    admin = server.add_user("operator", scope="admin")
+    client(server, keys["bob"]).images.generate(prompt=PROMPT, n=2, response_format="b64_json")
+    status, _, body = fetch(f"{server.url}/v1/usage", keys["bob"])
+    mine = json.loads(body)["data"]
+    assert status == 200 and {row["user"] for row in mine} == {"bob"} and mine[0]["images"] >= 2
+    assert fetch(f"{server.url}/v1/usage?all=true", keys["bob"])[0] == 403
+    status, _, body = fetch(f"{server.url}/v1/usage?all=true", admin)
+    assert status == 200 and {"alice", "bob"} <= {row["user"] for row in json.loads(body)["data"]}
 
 
 def test_cors_is_closed_by_default_and_open_to_configured_origins(server, limited):

@@ -22,7 +22,7 @@ from atelier.server.limits import RateLimiter
 from atelier.server.logs import LOGGER
 from atelier.server.metrics import Metrics
 from atelier.server.middleware import BodyLimit, Observe
-from atelier.server.routers import assets, health, images, models
+from atelier.server.routers import assets, health, images, models, usage
 from atelier.server.services import Services
 from atelier.server.storage import LocalStorage
 from atelier.server.worker import Worker
@@ -62,7 +62,7 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
                   description="OpenAI-compatible image generation, editing and variations with Atelier models.")
     app.state.services = services
     errors.install(app)
-    for router in (images.router, models.router, assets.router, health.router):
+    for router in (images.router, models.router, assets.router, usage.router, health.router):
         app.include_router(router)
     # outermost last: CORS answers preflights, Observe sees every request, BodyLimit guards the rest
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)

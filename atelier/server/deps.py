@@ -58,12 +58,3 @@ def current_principal(request: Request, services: ServicesDep, credentials: Cred
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
-
-
-def require_admin(principal: PrincipalDep) -> Principal:
-    if principal.scope != "admin":
-        raise APIError(403, "this endpoint needs a key with the admin scope", code="insufficient_scope")
-    return principal
-
-
-AdminDep = Annotated[Principal, Depends(require_admin)]

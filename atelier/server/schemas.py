@@ -98,6 +98,19 @@ class AssetList(BaseModel):
     data: list[AssetCard]
 
 
+class UsageRecord(BaseModel):
+    day: str
+    key: str            # the key's prefix
+    user: str
+    requests: int
+    images: int
+
+
+class UsageList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[UsageRecord]
+
+
 class ErrorDetail(BaseModel):
     message: str
     type: str
@@ -109,4 +122,4 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429)}
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 429)}

@@ -6,6 +6,7 @@ not exist, so no one learns that another user's image is there."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Annotated, Any
 
@@ -34,8 +35,8 @@ def list_assets(request: Request, principal: PrincipalDep, services: ServicesDep
                            .order_by(Asset.created.desc(), Asset.id).limit(limit))
     base = services.settings.public_url or str(request.base_url)
     return {"object": "list", "data": [
-        {"id": asset.id, "object": "asset", "created": int(asset.created.timestamp()), "kind": asset.kind,
-         "url": asset_url(services, base, asset.id), "metadata": asset.info} for asset in rows]}
+        {"id": asset.id, "object": "asset", "created": int(asset.created.replace(tzinfo=dt.UTC).timestamp()),
+         "kind": asset.kind, "url": asset_url(services, base, asset.id), "metadata": asset.info} for asset in rows]}
 
 
 @router.get("/{asset_id}", response_class=Response, responses={
