@@ -46,6 +46,10 @@ class ServerSettings:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "data", Path(self.data).expanduser())      # a str from a caller is fine too
+        if self.model is not None:
+            object.__setattr__(self, "model", Path(self.model).expanduser())
+        object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
         for name in ("port", "threads", "rate_limit", "daily_quota", "max_upload_bytes", "url_ttl",
                      "max_prompt_chars"):
             if getattr(self, name) < (0 if name == "port" else 1):

@@ -73,6 +73,8 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str | None, 
     param = ".".join(location) or None
     if first.get("type") == "json_invalid":
         return "the request body is not valid JSON", None, "invalid_json"
+    if first.get("type") == "missing" and param is None:
+        return "the request body is missing: send a JSON object", None, "missing_required_parameter"
     if first.get("type") == "missing":
         return f"missing required parameter '{param}'", param, "missing_required_parameter"
     if first.get("type") == "extra_forbidden":
