@@ -62,6 +62,7 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
                   description="OpenAI-compatible image generation, editing and variations with Atelier models.")
     app.state.services = services
     errors.install(app)
+    app.openapi = lambda: _openapi(app)
     for router in (images.router, models.router, assets.router, usage.router, health.router):
         app.include_router(router)
     # outermost last: CORS answers preflights, Observe sees every request, BodyLimit guards the rest
@@ -72,3 +73,18 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
                            expose_headers=["X-Request-ID", "Retry-After"])
     app.add_middleware(Observe, metrics=metrics)
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document less its default 422 answers: validation errors are 400s here, as in OpenAI's API."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for path in document["paths"].values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            document.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = document
+    return app.openapi_schema
