@@ -343,3 +343,41 @@ def test_request_ids_and_json_logs_without_secrets(server, keys, caplog):
     everything = "\n".join(lines)
     signature = url.split("signature=")[1]
     assert key not in everything and key[4:] not in everything and signature not in everything
+
+
+def test_atelier_serve_loads_the_model_and_answers(folder, tmp_path):
+    """The command itself: the lifespan loads --model, the data folder is made, logs are JSON lines."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from atelier.cli import main
+
+    main(["users", "create", "carol", "--data", str(tmp_path)])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "ATELIER_PORT": str(port + 1)}   # the flag wins
+    process = subprocess.Popen([sys.executable, "-m", "atelier", "serve", "--model", str(folder), "--data",
+                                str(tmp_path), "--port", str(port), "--threads", "1"], env=env,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stderr.read()
+            try:
+                status, _, body = fetch(f"http://127.0.0.1:{port}/readyz")
+                break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline, "atelier serve did not answer within 60 s"
+                time.sleep(0.2)
+        assert status == 200 and json.loads(body)["checks"] == {"model": True, "database": True}
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, logs = process.communicate(timeout=30)
+    assert process.returncode == 0
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    assert any(line["message"].startswith(f"ready: model {folder.name}") for line in lines)
+    assert any(line.get("route") == "/readyz" and line.get("status") == 200 for line in lines)
