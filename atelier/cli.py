@@ -326,6 +326,44 @@ def _inspect(args: argparse.Namespace) -> None:
         print(read_parameters(args.image) or info.parameters())
 
 
+def _verify(args: argparse.Namespace) -> None:
+    """The image's generation metadata and its watermark (atelier.provenance); exit 0 whatever is
+    found, 1 when the file cannot be read as an image."""
+    from PIL import Image
+
+    from atelier.edit.inputs import rgb_pixels
+    from atelier.metadata import read_info
+    from atelier.provenance import detect
+
+    path = args.image
+    if not path.is_file():
+        raise SystemExit(f"error: {path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:   # the stored pixels, as marked: no EXIF rotation
+                image.load()
+                pixels = rgb_pixels(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise SystemExit(f"error: {path}: not a readable image ({error})") from error
+    try:
+        info, problem = read_info(path), None
+    except ValueError as error:     # corrupt metadata: still look for the mark
+        info, problem = None, str(error)
+    found = detect(pixels, info)
+    if args.json:
+        print(json.dumps({"file": str(path), "width": found.width, "height": found.height,
+                          "metadata": None if info is None else info.to_dict(), "metadata_error": problem,
+                          "watermark": found.to_dict()}, indent=1))
+        return
+    print(f"{path}: {found.width}x{found.height}")
+    if info is not None:
+        print("metadata:\n" + "\n".join(f"  {line}" for line in info.parameters().splitlines()))
+    else:
+        print(f"metadata: {problem or 'no Atelier metadata'}")
+    print(f"watermark: {found.describe()}")
+
+
 def _bench(args: argparse.Namespace) -> None:
     if args.target == "generate":
         from atelier.pipeline_bench import benchmark
@@ -521,6 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("image", type=Path)
     inspect.add_argument("--json", action="store_true", help="the full metadata as JSON")
     inspect.set_defaults(run=_inspect)
+
+    verify = commands.add_parser("verify", help="an image's generation metadata and invisible watermark")
+    verify.add_argument("image", type=Path)
+    verify.add_argument("--json", action="store_true", help="both as JSON")
+    verify.set_defaults(run=_verify)
 
     model = commands.add_parser("model", help="the diffusion transformer's presets; packing a model for shipping")
     model.add_argument("action", choices=["info", "pack"])
