@@ -133,6 +133,23 @@ def test_url_responses_open_for_the_owner_and_the_signed_link_only(server, keys)
     assert asset_id not in {item["id"] for item in json.loads(fetch(f"{server.url}/v1/assets", keys["bob"])[2])["data"]}
 
 
+def test_an_asset_whose_file_is_gone_is_a_404_and_an_error_in_the_log(server, keys, caplog):
+    url = client(server, keys["alice"]).images.generate(prompt=PROMPT, response_format="url").data[0].url
+    asset_id = url.split("?")[0].rsplit("/", 1)[1]
+    [path] = (server.settings.data / "assets").glob(f"*/{asset_id}.png")
+    path.unlink()                                                   # the row stays in the database
+    with caplog.at_level(logging.ERROR, logger="atelier.server"):
+        for status, _, body in (fetch(url), fetch(url.split("?")[0], keys["alice"])):
+            assert status == 404
+            error = json.loads(body)["error"]
+            assert set(error) == {"message", "type", "param", "code"} and error["code"] == "asset_file_missing"
+            assert asset_id in error["message"] and str(path) not in error["message"]
+    logged = [record for record in caplog.records if record.levelno == logging.ERROR
+              and getattr(record, "asset_id", None) == asset_id]
+    assert len(logged) == 2 and "missing from storage" in logged[0].getMessage()
+    assert json.loads(JsonFormatter().format(logged[0]))["request_id"]
+
+
 def test_models_list_names_the_sizes(server, keys, pipe):
     models = client(server, keys["alice"]).models.list()
     assert [model.id for model in models.data] == [pipe.name]
@@ -171,6 +188,24 @@ def test_edit_takes_the_images_own_transparency_and_image_list_parts(server, key
     result = client(server, keys["alice"]).images.edit(image=("large.png", png(large), "image/png"), prompt=PROMPT,
                                                        size="64x64", response_format="b64_json")
     assert decode(result.data[0]).size == (64, 64)
+
+
+def test_large_edits_come_back_watermarked_inside_the_mask_only(server, keys, tmp_path):
+    from atelier.provenance import detect
+
+    source = np.asarray(Image.fromarray(source_image(40)).resize((320, 288), Image.Resampling.BILINEAR))
+    mask = np.full((288, 320, 4), 255, dtype=np.uint8)
+    mask[:, :200, 3] = 0                                             # 62% of the image
+    result = client(server, keys["alice"]).images.edit(
+        image=("source.png", png(Image.fromarray(source)), "image/png"),
+        mask=("mask.png", png(Image.fromarray(mask)), "image/png"), prompt=PROMPT, response_format="b64_json")
+    path = tmp_path / "edited.png"
+    path.write_bytes(base64.b64decode(result.data[0].b64_json))
+    out = np.asarray(Image.open(path).convert("RGB"))
+    area = mask[:, :, 3] == 0
+    assert np.array_equal(out[~area], source[~area])
+    found = detect(out, read_info(path))
+    assert (found.status, found.id_errors) == ("present", 0)
 
 
 @pytest.mark.parametrize("mask, message", [
@@ -245,6 +280,38 @@ def test_uploads_over_the_limit_are_413s(limited):
     with pytest.raises(openai.APIStatusError) as error:
         client(limited, key).images.create_variation(image=("big.png", png(Image.fromarray(noise)), "image/png"))
     assert error.value.status_code == 413 and error.value.body["code"] in ("file_too_large", "request_too_large")
+
+
+def chunked_post(server, path, key, chunks):
+    """(status, body) of a POST whose body is sent chunked (Transfer-Encoding: chunked, no Content-Length)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    connection = http.client.HTTPConnection(urlsplit(server.url).netloc, timeout=30)
+    try:
+        connection.request("POST", path, body=iter(chunks), encode_chunked=True,
+                           headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_and_one_under_it_is_read(limited):
+    key = limited.add_user("streamer")
+    limit = limited.settings.max_request_bytes
+    head, tail = b'{"prompt": "', b'"}'
+    filler = limit + 1 - len(head) - len(tail)                         # one byte over, in the last chunk
+    chunks = [head, *([b"a" * 65536] * (filler // 65536)), b"a" * (filler % 65536) + tail]
+    assert sum(map(len, chunks)) == limit + 1
+    status, body = chunked_post(limited, "/v1/images/generations", key, chunks)
+    assert status == 413
+    error = json.loads(body)["error"]
+    assert error["code"] == "request_too_large" and error["type"] == "invalid_request_error"
+    assert f"larger than {limit} bytes" in error["message"]
+    small = json.dumps({"prompt": PROMPT, "response_format": "b64_json", "seed": 1}).encode()
+    status, body = chunked_post(limited, "/v1/images/generations", key, [small[:10], small[10:]])
+    assert status == 200 and len(json.loads(body)["data"]) == 1
 
 
 def test_the_rate_limit_answers_429_with_retry_after_and_the_client_waits_it_out(limited):
@@ -345,8 +412,21 @@ def test_request_ids_and_json_logs_without_secrets(server, keys, caplog):
     assert key not in everything and key[4:] not in everything and signature not in everything
 
 
-def test_atelier_serve_loads_the_model_and_answers(folder, tmp_path):
-    """The command itself: the lifespan loads --model, the data folder is made, logs are JSON lines."""
+def test_pipeline_warnings_are_json_log_lines_of_their_request(server, keys, caplog):
+    api = client(server, keys["alice"])
+    with caplog.at_level(logging.WARNING, logger="atelier.server.warnings"):
+        for request_id in ("empty-1", "empty-2"):       # every time, not only the process's first
+            api.images.generate(prompt="   ", extra_headers={"X-Request-ID": request_id})
+    entries = [json.loads(JsonFormatter().format(record)) for record in caplog.records
+               if record.name == "atelier.server.warnings"]
+    assert [entry["request_id"] for entry in entries] == ["empty-1", "empty-2"]
+    assert all(entry["level"] == "warning" and entry["category"] == "UserWarning"
+               and entry["message"].startswith("the prompt is empty") for entry in entries)
+
+
+def test_atelier_serve_loads_the_model_and_answers(folder, tmp_path, capsys):
+    """The command itself: the lifespan loads --model, the data folder is made, logs are JSON lines,
+    the pipeline's warnings included."""
     import os
     import signal
     import socket
@@ -356,6 +436,8 @@ def test_atelier_serve_loads_the_model_and_answers(folder, tmp_path):
     from atelier.cli import main
 
     main(["users", "create", "carol", "--data", str(tmp_path)])
+    main(["keys", "create", "--user", "carol", "--data", str(tmp_path)])
+    key = capsys.readouterr().out.split()[-1]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -374,10 +456,17 @@ def test_atelier_serve_loads_the_model_and_answers(folder, tmp_path):
                 assert time.monotonic() < deadline, "atelier serve did not answer within 60 s"
                 time.sleep(0.2)
         assert status == 200 and json.loads(body)["checks"] == {"model": True, "database": True}
+        status, _, _ = fetch(f"http://127.0.0.1:{port}/v1/images/generations", key, method="POST",
+                             data=json.dumps({"prompt": " ", "seed": 1}).encode(),
+                             headers={"Content-Type": "application/json", "X-Request-ID": "no-prompt"})
+        assert status == 200
     finally:
         process.send_signal(signal.SIGINT)
         _, logs = process.communicate(timeout=30)
     assert process.returncode == 0
-    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    assert all(line.startswith("{") for line in logs.splitlines()), logs
+    lines = [json.loads(line) for line in logs.splitlines()]
+    assert any(line["logger"] == "atelier.server.warnings" and line["request_id"] == "no-prompt"
+               and line["message"].startswith("the prompt is empty") for line in lines)
     assert any(line["message"].startswith(f"ready: model {folder.name}") for line in lines)
     assert any(line.get("route") == "/readyz" and line.get("status") == 200 for line in lines)

@@ -24,11 +24,13 @@ class APIError(Exception):
         self.kind = kind    # OpenAI's error "type", when not the status's usual one
 
 
-class RequestTooLarge(Exception):
-    """Raised while reading a body that passes the size limit (atelier.server.middleware.BodyLimit)."""
+class RequestTooLarge(StarletteHTTPException):
+    """Raised while reading a body that passes the size limit (atelier.server.middleware.BodyLimit).
+    An HTTPException, because FastAPI turns any other error met while it reads a JSON body into
+    its own 400 ("There was an error parsing the body"), and passes HTTPExceptions on."""
 
     def __init__(self, limit: int):
-        super().__init__(limit)
+        super().__init__(413, f"the request body is larger than {limit} bytes")
         self.limit = limit
 
 

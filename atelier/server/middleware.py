@@ -10,7 +10,7 @@ import time
 import uuid
 
 from atelier.server.errors import RequestTooLarge, error_body
-from atelier.server.logs import ACCESS
+from atelier.server.logs import ACCESS, REQUEST_ID
 from atelier.server.metrics import Metrics
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -57,6 +57,7 @@ class Observe:
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        token = REQUEST_ID.set(request_id)
         status, started = 500, False
         begin = time.perf_counter()
 
@@ -87,6 +88,7 @@ class Observe:
             if principal is not None:
                 extra.update(user_id=principal.user_id, key_prefix=principal.key_prefix)
             self.log.info("%s %s %d", scope["method"], route, status, extra=extra)
+            REQUEST_ID.reset(token)
 
 
 async def _send_json(send, status: int, body: dict) -> None:

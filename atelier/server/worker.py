@@ -5,11 +5,14 @@ memory (one process); DESIGN.md's scale path replaces it with a queue library an
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from atelier.server.logs import log_warning
 from atelier.server.metrics import Metrics
 
 T = TypeVar("T")
@@ -36,15 +39,28 @@ class Worker:
         def timed() -> T:
             begin = time.perf_counter()
             try:
-                return job()
+                return _logging_warnings(job)
             finally:
                 self.metrics.busy.inc(time.perf_counter() - begin)
 
-        try:
-            return await asyncio.wrap_future(self._executor.submit(timed))
+        try:   # the caller's context travels with the job: its request id tags the job's warnings
+            return await asyncio.wrap_future(self._executor.submit(contextvars.copy_context().run, timed))
         finally:
             self.depth -= 1
             self.metrics.queue_depth.set(self.depth)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _logging_warnings(job: Callable[[], T]) -> T:
+    """`job()`, its warnings sent to the JSON log (logs.log_warning) rather than printed, each
+    UserWarning every time it is raised: every request's "the prompt is empty" is logged, not
+    only the process's first."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            return job()
+        finally:
+            for warning in caught:
+                log_warning(warning.message, warning.category, warning.filename, warning.lineno)

@@ -2,11 +2,13 @@
 
 An image is returned to its owner's key, or to anyone holding a signed link that has not expired
 (the url of a `response_format=url` answer). Everyone else gets the same 404 as for an id that does
-not exist, so no one learns that another user's image is there."""
+not exist, so no one learns that another user's image is there. An asset whose file has gone
+from the disk while its row remains is a 404 too, logged as an error."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from typing import Annotated, Any
 
@@ -18,6 +20,7 @@ from sqlalchemy import select
 
 from atelier.server.deps import Credentials, PrincipalDep, ServicesDep, SessionDep, identify
 from atelier.server.errors import APIError
+from atelier.server.logs import LOGGER
 from atelier.server.models import Asset
 from atelier.server.routers.images import asset_url
 from atelier.server.schemas import ERRORS, AssetList
@@ -25,6 +28,7 @@ from atelier.server.signing import signature_matches
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
 NOT_FOUND = "No such asset"
+log = logging.getLogger(LOGGER)
 
 
 @router.get("", response_model=AssetList, responses=ERRORS)
@@ -54,14 +58,21 @@ async def get_asset(asset_id: Annotated[str, PathParam(max_length=40)], request:
         owner = None
     else:
         owner = (await run_in_threadpool(identify, request, services, credentials)).user_id
-    data = await run_in_threadpool(_read, services, asset_id, owner)
+    path = await run_in_threadpool(_find, services, asset_id, owner)
+    try:
+        data = await run_in_threadpool(services.storage.get, path)
+    except FileNotFoundError:
+        log.error("asset %s: its file %s is missing from storage", asset_id, path,
+                  extra={"request_id": getattr(request.state, "request_id", None), "asset_id": asset_id})
+        raise APIError(404, f"the image file of asset {asset_id} is missing on the server; make the image again",
+                       code="asset_file_missing") from None
     return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
-def _read(services, asset_id: str, owner: int | None) -> bytes:
+def _find(services, asset_id: str, owner: int | None) -> str:
+    """The asset's storage key, or the 404 of an asset that does not exist or is not the owner's."""
     with services.db.session() as session:
         asset = session.get(Asset, asset_id)
         if asset is None or (owner is not None and asset.user_id != owner):
             raise APIError(404, NOT_FOUND, code="not_found")
-        path = asset.path
-    return services.storage.get(path)
+        return asset.path
