@@ -33,7 +33,7 @@ more is "absent".
 
 Limits (measured by scripts/watermark_figures.py on scikit-image's photos; README "Provenance").
 Both sides must be at least 256 px, so that enough blocks vote on each bit (the package refuses
-images under 256x256): smaller images are returned untouched and reported as too small, so the
+images of fewer than 256x256 pixels): smaller images are returned untouched and reported as too small, so the
 default model's 64 px images are never marked. The mark survives PNG and JPEG 95, 90 and 75
 with no marker bit error on every photo that takes it, WebP 90 with at most 4, JPEG 50 only in
 part (0 to 13 of 32), and not resizing (half or double size), cropping (8 px off the top left) or, presumably,
