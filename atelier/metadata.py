@@ -7,6 +7,7 @@ into the EXIF UserComment (as A1111 writes it) and the JSON into an XMP packet.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from dataclasses import MISSING, asdict, dataclass, fields
@@ -69,10 +70,7 @@ def save_image(image: Image.Image, path: str | Path, info: GenerationInfo, quali
         raise ValueError(f"{path}: unsupported image type {path.suffix!r}; use one of {', '.join(FORMATS)}")
     data = json.dumps(info.to_dict(), ensure_ascii=False)
     if kind == "PNG":
-        chunks = PngInfo()
-        chunks.add_text(PARAMETERS_KEY, info.parameters())
-        chunks.add_itxt(JSON_KEY, data)
-        image.save(path, format="PNG", pnginfo=chunks)
+        image.save(path, format="PNG", pnginfo=_png_chunks(info))
         return path
     exif = Image.Exif()
     exif.get_ifd(EXIF_IFD)[USER_COMMENT] = UNICODE_PREFIX + info.parameters().encode("utf-16-be")
@@ -81,6 +79,20 @@ def save_image(image: Image.Image, path: str | Path, info: GenerationInfo, quali
         options["lossless"] = quality >= 100
     image.convert("RGB").save(path, format=kind, **options)
     return path
+
+
+def png_bytes(image: Image.Image, info: GenerationInfo) -> bytes:
+    """`image` as the bytes of a PNG file carrying `info`, as save_image writes it (what the server stores)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=_png_chunks(info))
+    return buffer.getvalue()
+
+
+def _png_chunks(info: GenerationInfo) -> PngInfo:
+    chunks = PngInfo()
+    chunks.add_text(PARAMETERS_KEY, info.parameters())
+    chunks.add_itxt(JSON_KEY, json.dumps(info.to_dict(), ensure_ascii=False))
+    return chunks
 
 
 def read_info(path: str | Path) -> GenerationInfo | None:

@@ -30,6 +30,7 @@ from atelier.bundle import read_index, weights_hash
 from atelier.edit.editor import EditingMixin
 from atelier.folder import FolderError
 from atelier.metadata import GenerationInfo
+from atelier.provenance import mark
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "weights" / "default"
 MAX_IMAGES = 16           # per request
@@ -143,12 +144,11 @@ class Atelier(EditingMixin):
             done += steps
             for (number, k), array in zip(rows, self.decode(latents)):
                 request = resolved[number]
-                image = Image.fromarray(np.ascontiguousarray(array))
-                image.info["atelier"] = GenerationInfo(
+                info = GenerationInfo(
                     prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed + k,
                     steps=steps, guidance=request.guidance, sampler=sampler, size=size, model=self.name,
                     model_hash=self.model_hash)
-                out[number].append(image)
+                out[number].append(mark(Image.fromarray(np.ascontiguousarray(array)), info))
         if report and done < total:
             report(total, total)
         return out

@@ -20,15 +20,18 @@ from PIL import Image
 from atelier.edit.inputs import MAX_SIDE, ImageInput, ImageInputError, open_image, read_region, rgb_pixels
 from atelier.edit.window import CONTEXT, Window, crop, find_window, fit_pixels, fit_region, paste
 from atelier.metadata import GenerationInfo
+from atelier.provenance import mark
 
 SUBJECT_MARGIN = 2 / 64   # of the image's shorter side: how far replace_subject's region reaches past the object
 
 
 @dataclass(frozen=True)
 class EditResult:
-    """What an edit made. `images` have the source's size and equal it outside `mask`; `raw` are
-    the model's outputs before paste-back (its whole window replaced, the rest of the image
-    kept), what the edit suite's PSNR outside the mask measures."""
+    """What an edit made. `images` have the source's size and equal it outside `mask`; when both
+    sides are 256 px or more they carry the invisible watermark inside `mask` only
+    (atelier.provenance). `raw` are the model's outputs before paste-back (its whole window
+    replaced, the rest of the image kept, no watermark), what the edit suite's PSNR outside the
+    mask measures."""
 
     images: list[Image.Image]
     mask: Image.Image              # mode "L", white = the area that was edited
@@ -75,7 +78,7 @@ class EditingMixin:
         for k, array in enumerate(drawn):
             window_out = fit_pixels(array, window.side)
             info = self._edit_info(request, k, task)
-            images.append(_with_info(paste(pixels, window_out, region, window, width), info))
+            images.append(mark(Image.fromarray(paste(pixels, window_out, region, window, width)), info, region))
             raws.append(_with_info(paste(pixels, window_out, _window_area(region.shape, window), window, 0), info))
         return EditResult(images, _mask_image(region), raws, window)
 
@@ -150,7 +153,7 @@ class EditingMixin:
         images = []
         for k, array in enumerate(drawn):
             info = self._edit_info(request, k, "variation")
-            images.append(_with_info(paste(pixels, fit_pixels(array, window.side), whole, window, 0), info))
+            images.append(mark(Image.fromarray(paste(pixels, fit_pixels(array, window.side), whole, window, 0)), info))
         return EditResult(images, _mask_image(whole), [image.copy() for image in images], window)
 
     # --- the parts ---------------------------------------------------------------------

@@ -1,0 +1,90 @@
+"""`create_app(settings, pipeline=None)`: the FastAPI application, built from its settings.
+
+The lifespan does the slow and fallible work once, before the first request: it sets the torch
+threads, migrates the database, and loads the model (unless one is handed in, as the tests do),
+so a request never waits for a load and a broken model stops `atelier serve` with its reason."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
+
+from atelier.server import errors
+from atelier.server.config import ServerSettings
+from atelier.server.db import Database
+from atelier.server.limits import RateLimiter
+from atelier.server.logs import LOGGER
+from atelier.server.metrics import Metrics
+from atelier.server.middleware import BodyLimit, Observe
+from atelier.server.routers import assets, health, images, models, usage
+from atelier.server.services import Services
+from atelier.server.storage import LocalStorage
+from atelier.server.worker import Worker
+
+log = logging.getLogger(LOGGER)
+
+
+def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
+    """The API for `settings`; `pipeline` (an atelier.pipeline.Atelier) skips loading settings.model."""
+    metrics = Metrics()
+    services = Services(settings=settings, db=Database(settings.database_url),
+                        storage=LocalStorage(settings.data / "assets"),
+                        limiter=RateLimiter(settings.rate_limit, settings.rate_window), metrics=metrics,
+                        worker=Worker(metrics, settings.threads), secret=settings.signing_secret(), pipeline=None)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+        await run_in_threadpool(services.db.migrate)
+        if pipeline is None:
+            from atelier.pipeline import Atelier
+
+            services.pipeline = await services.worker.run(lambda: Atelier.from_pretrained(settings.model))
+        else:
+            services.pipeline = pipeline
+        log.info("ready: model %s (%s), data in %s", services.pipeline.name, ", ".join(services.model_sizes()),
+                 settings.data)
+        try:
+            yield
+        finally:
+            services.worker.close()
+            services.db.close()
+
+    app = FastAPI(title="Atelier API", version="1", lifespan=lifespan,
+                  description="OpenAI-compatible image generation, editing and variations with Atelier models.")
+    app.state.services = services
+    errors.install(app)
+    app.openapi = lambda: _openapi(app)
+    for router in (images.router, models.router, assets.router, usage.router, health.router):
+        app.include_router(router)
+    # outermost last: CORS answers preflights, Observe sees every request, BodyLimit guards the rest
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                           expose_headers=["X-Request-ID", "Retry-After"])
+    app.add_middleware(Observe, metrics=metrics)
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document less its default 422 answers: validation errors are 400s here, as in OpenAI's API."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for path in document["paths"].values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            document.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = document
+    return app.openapi_schema

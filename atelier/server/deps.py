@@ -1,0 +1,60 @@
+"""FastAPI dependencies: the app's services, the database session, the caller (Bearer key) and
+the per-key rate limit. Authentication runs before any body is parsed into a model job."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from atelier.server.accounts import Principal, authenticate
+from atelier.server.errors import APIError
+from atelier.server.services import Services
+
+bearer = HTTPBearer(auto_error=False, description="an Atelier API key: atelier keys create --user NAME")
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_session(services: ServicesDep) -> Iterator[Session]:
+    with services.db.session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def identify(request: Request, services: Services, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    """The key's principal, checked against the rate limit; 401 or 429 in OpenAI's words otherwise."""
+    if credentials is None:
+        raise APIError(401, "You didn't provide an API key. Send it in the Authorization header as "
+                            "'Bearer YOUR_KEY' (create one with: atelier keys create --user NAME).",
+                       code="missing_api_key")
+    with services.db.session() as session:
+        principal = authenticate(session, credentials.credentials)
+    if principal is None:   # the key itself is never echoed or logged
+        raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+    request.state.principal = principal
+    wait = services.limiter.acquire(principal.key_id)
+    if wait:
+        limit = services.settings
+        raise APIError(429, f"Rate limit reached for this key: {limit.rate_limit} requests per "
+                            f"{limit.rate_window:g} s. Try again in {wait} s.", code="rate_limit_exceeded",
+                       headers={"Retry-After": str(wait)})
+    return principal
+
+
+def current_principal(request: Request, services: ServicesDep, credentials: Credentials) -> Principal:
+    return identify(request, services, credentials)
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]

@@ -1,0 +1,78 @@
+"""GET /v1/assets (the caller's images) and GET /v1/assets/{id} (one image file).
+
+An image is returned to its owner's key, or to anyone holding a signed link that has not expired
+(the url of a `response_format=url` answer). Everyone else gets the same 404 as for an id that does
+not exist, so no one learns that another user's image is there. An asset whose file has gone
+from the disk while its row remains is a 404 too, logged as an error."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from sqlalchemy import select
+
+from atelier.server.deps import Credentials, PrincipalDep, ServicesDep, SessionDep, identify
+from atelier.server.errors import APIError
+from atelier.server.logs import LOGGER
+from atelier.server.models import Asset
+from atelier.server.routers.images import asset_url
+from atelier.server.schemas import ERRORS, AssetList
+from atelier.server.signing import signature_matches
+
+router = APIRouter(prefix="/v1/assets", tags=["assets"])
+NOT_FOUND = "No such asset"
+log = logging.getLogger(LOGGER)
+
+
+@router.get("", response_model=AssetList, responses=ERRORS)
+def list_assets(request: Request, principal: PrincipalDep, services: ServicesDep, session: SessionDep,
+                limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+    """The caller's user's images, newest first."""
+    rows = session.scalars(select(Asset).where(Asset.user_id == principal.user_id)
+                           .order_by(Asset.created.desc(), Asset.id).limit(limit))
+    base = services.settings.public_url or str(request.base_url)
+    return {"object": "list", "data": [
+        {"id": asset.id, "object": "asset", "created": int(asset.created.replace(tzinfo=dt.UTC).timestamp()),
+         "kind": asset.kind, "url": asset_url(services, base, asset.id), "metadata": asset.info} for asset in rows]}
+
+
+@router.get("/{asset_id}", response_class=Response, responses={
+    200: {"content": {"image/png": {}}, "description": "the image file, with its generation metadata"}, **ERRORS})
+async def get_asset(asset_id: Annotated[str, PathParam(max_length=40)], request: Request, services: ServicesDep,
+                    credentials: Credentials,
+                    expires: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+                    signature: Annotated[str | None, Query(max_length=128)] = None) -> Response:
+    if expires is not None or signature is not None:
+        if expires is None or signature is None or not signature_matches(services.secret, asset_id, expires,
+                                                                          signature):
+            raise APIError(404, NOT_FOUND, code="not_found")
+        if expires < time.time():
+            raise APIError(403, "this link has expired; ask for the image again with your API key", code="expired")
+        owner = None
+    else:
+        owner = (await run_in_threadpool(identify, request, services, credentials)).user_id
+    path = await run_in_threadpool(_find, services, asset_id, owner)
+    try:
+        data = await run_in_threadpool(services.storage.get, path)
+    except FileNotFoundError:
+        log.error("asset %s: its file %s is missing from storage", asset_id, path,
+                  extra={"request_id": getattr(request.state, "request_id", None), "asset_id": asset_id})
+        raise APIError(404, f"the image file of asset {asset_id} is missing on the server; make the image again",
+                       code="asset_file_missing") from None
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+def _find(services, asset_id: str, owner: int | None) -> str:
+    """The asset's storage key, or the 404 of an asset that does not exist or is not the owner's."""
+    with services.db.session() as session:
+        asset = session.get(Asset, asset_id)
+        if asset is None or (owner is not None and asset.user_id != owner):
+            raise APIError(404, NOT_FOUND, code="not_found")
+        return asset.path

@@ -1,0 +1,29 @@
+"""`Services`: what the routers need (settings, database, storage, limiter, metrics, the model and
+its worker), made by the app factory and kept on app.state, so nothing lives in module globals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from atelier.server.config import ServerSettings
+from atelier.server.db import Database
+from atelier.server.limits import RateLimiter
+from atelier.server.metrics import Metrics
+from atelier.server.storage import Storage
+from atelier.server.worker import Worker
+
+
+@dataclass
+class Services:
+    settings: ServerSettings
+    db: Database
+    storage: Storage
+    limiter: RateLimiter
+    metrics: Metrics
+    worker: Worker
+    secret: bytes = field(repr=False)
+    pipeline: Any = None        # atelier.pipeline.Atelier, set once the lifespan has loaded it
+
+    def model_sizes(self) -> list[str]:
+        return [f"{side}x{side}" for side in self.pipeline.sizes]

@@ -1,0 +1,46 @@
+"""A bounded schemathesis run against the live server's own OpenAPI document: generated requests
+(valid and not) to every operation, with a valid key, must get no 5xx and no answer that breaks
+the documented schema."""
+
+import pytest
+
+schemathesis = pytest.importorskip("schemathesis")
+
+from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from schemathesis.checks import not_a_server_error  # noqa: E402
+from schemathesis.specs.openapi.checks import response_schema_conformance  # noqa: E402
+
+from atelier.server.config import ServerSettings  # noqa: E402
+from tests.api_server import start_server  # noqa: E402
+
+EXAMPLES = 15     # per operation: about 20 seconds in all on two cores
+
+
+@pytest.fixture(scope="module")
+def live(folder, tmp_path_factory):
+    import torch
+
+    from atelier.pipeline import Atelier
+
+    torch.set_num_threads(1)
+    settings = ServerSettings(data=tmp_path_factory.mktemp("schema"), threads=1, rate_limit=100_000,
+                              daily_quota=1_000_000)
+    server = start_server(settings, Atelier.from_pretrained(folder))
+    yield server, server.add_user("fuzz")
+    server.stop()
+
+
+def test_no_server_errors_and_no_answers_outside_the_schema(live):
+    server, key = live
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 10
+    for operation in operations:
+        @given(case=operation.as_strategy())
+        @settings(max_examples=EXAMPLES, deadline=None, phases=[Phase.generate], database=None,
+                  suppress_health_check=list(HealthCheck))
+        def check(case):
+            case.call_and_validate(base_url=server.url, headers={"Authorization": f"Bearer {key}"},
+                                   checks=[not_a_server_error, response_schema_conformance])
+
+        check()
