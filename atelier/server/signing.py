@@ -14,4 +14,5 @@ def sign(secret: bytes, asset_id: str, expires: int) -> str:
 
 
 def signature_matches(secret: bytes, asset_id: str, expires: int, signature: str) -> bool:
-    return hmac.compare_digest(sign(secret, asset_id, expires), signature)
+    # bytes: compare_digest refuses str with non-ASCII characters, which anyone can put in a link
+    return hmac.compare_digest(sign(secret, asset_id, expires).encode(), signature.encode("utf-8", "replace"))
