@@ -117,8 +117,7 @@ class Atelier(EditingMixin):
                     encoded[text] = self.text_encoder.encode([text])
         groups: dict[tuple[int, int, str, int], list[int]] = {}
         for number, request in enumerate(resolved):
-            longest = max(encoded[request.prompt].tokens.shape[1], encoded[request.negative_prompt].tokens.shape[1])
-            bucket = TEXT_BUCKET * math.ceil(longest / TEXT_BUCKET)
+            bucket = _text_bucket(encoded[request.prompt], encoded[request.negative_prompt])
             groups.setdefault((request.size, request.steps, request.sampler, bucket), []).append(number)
         total = sum(steps for _, steps, _, _ in groups)   # the progress counts sampling steps
         done = 0
@@ -158,7 +157,7 @@ class Atelier(EditingMixin):
         from atelier.text.encoder import TextBatch
 
         text, negative = self.text_encoder.encode([prompt]), self.text_encoder.encode([negative_prompt])
-        bucket = TEXT_BUCKET * math.ceil(max(text.tokens.shape[1], negative.tokens.shape[1]) / TEXT_BUCKET)
+        bucket = _text_bucket(text, negative)
         return TextBatch.cat([text.pad_to(bucket)] * rows), TextBatch.cat([negative.pad_to(bucket)] * rows)
 
     def encode_pixels(self, pixels: np.ndarray):
@@ -228,6 +227,11 @@ class Atelier(EditingMixin):
             raise ValueError(f"reproducing a {info.task!r} image is not supported yet")
         return self.text_to_image(info.prompt, info.negative_prompt or None, 1, info.seed, info.steps, info.guidance,
                                   info.size, info.sampler)[0]
+
+
+def _text_bucket(*texts) -> int:
+    """The padded length a prompt and its negative share: the longer, rounded up to TEXT_BUCKET."""
+    return TEXT_BUCKET * math.ceil(max(text.tokens.shape[1] for text in texts) / TEXT_BUCKET)
 
 
 def _integer(value: object) -> bool:

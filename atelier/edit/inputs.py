@@ -68,10 +68,14 @@ def rgb_pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def has_alpha(image: Image.Image) -> bool:
+    """Whether the image has an alpha channel (or a palette with a transparent entry)."""
+    return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info)
+
+
 def transparency(image: Image.Image) -> np.ndarray | None:
     """The edit region its alpha marks (alpha below one half), or None when it has no transparent pixel."""
-    paletted = image.mode == "P" and "transparency" in image.info
-    if image.mode not in ("RGBA", "LA", "PA", "La", "RGBa") and not paletted:
+    if not has_alpha(image):
         return None
     alpha = np.asarray(image.convert("RGBA"))[:, :, 3]
     return alpha < 128 if (alpha < 255).any() else None

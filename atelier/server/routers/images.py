@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.sqlite import insert
 from starlette.datastructures import UploadFile
 
-from atelier.edit.inputs import ImageInputError, open_image, read_region, rgb_pixels, transparency
+from atelier.edit.inputs import ImageInputError, has_alpha, open_image, read_region, rgb_pixels, transparency
 from atelier.metadata import GenerationInfo, png_bytes
 from atelier.server.accounts import Principal
 from atelier.server.deps import PrincipalDep, ServicesDep
@@ -200,7 +200,7 @@ def _edit_inputs(image: UploadFile, mask: UploadFile | None, side: int | None,
                                "mask", "invalid_image") from None
         else:
             picture_mask = _open(mask, "mask")
-            if not _has_alpha(picture_mask):
+            if not has_alpha(picture_mask):
                 raise APIError(400, "the mask has no alpha channel: give a PNG whose fully transparent pixels "
                                     "(alpha 0) mark the area to edit", "mask", "invalid_image")
             if picture_mask.size != picture.size:
@@ -229,10 +229,6 @@ def _open(upload: UploadFile, what: str) -> Image.Image:
     except ImageInputError as error:
         raise APIError(400, str(error), what, "invalid_image") from None
 
-
-def _has_alpha(picture: Image.Image) -> bool:
-    return picture.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (picture.mode == "P"
-                                                                   and "transparency" in picture.info)
 
 
 # --- running and answering -------------------------------------------------------------------
