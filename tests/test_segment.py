@@ -18,8 +18,9 @@ from atelier.segment.masks import (
     subject_probability,
     working_size,
 )
-from atelier.segment.model import DEFAULT_SEGMENTER, Segmenter, SegmenterConfig, round_to_stored
+from atelier.segment.model import DEFAULT_SEGMENTER, Segmenter, SegmenterConfig
 from atelier.segment.train import train_segmenter
+from atelier.train.wallclock import round_to_fp16
 from atelier.world.render import object_masks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -51,7 +52,7 @@ def test_net_takes_any_size():
 def test_folder_round_trip_and_errors(tmp_path):
     torch.manual_seed(0)
     model = Segmenter(SegmenterConfig(widths=(4, 8))).eval()
-    round_to_stored(model)  # the folder holds fp16: compare with what it stores
+    round_to_fp16(model)  # the folder holds fp16: compare with what it stores
     folder = model.save_pretrained(tmp_path / "good", extra={"note": "test"})
     loaded = Segmenter.from_pretrained(folder)
     assert loaded.config == model.config and loaded.source == str(folder) and not loaded.training

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from atelier.folder import FolderError, check_state_dict, load_tensors, read_config, save_folder
+from atelier.train.wallclock import clock_rate, hardware, round_to_fp16
 from atelier.world import vocab
 from atelier.world.scene import Scene, sample_scene
 from atelier.world.stream import scene_rng
@@ -43,7 +43,6 @@ AUGMENT_SHARE = 0.5
 AUGMENT_BLUR = (0.2, 1.0)  # Gaussian sigma in pixels at 64 px
 AUGMENT_NOISE = (1 / 255, 10 / 255)  # Gaussian standard deviation, of the 0..1 range
 AUGMENT_JPEG = (60, 96)  # quality, 4:4:4
-WARMUP = 0.03  # fraction of the time budget spent warming the learning rate up
 
 
 @dataclass(frozen=True)
@@ -394,17 +393,6 @@ def accuracy(model: Classifier, images: np.ndarray, scenes: Sequence[Scene], bat
     return out
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or f"{platform.machine()} CPU"
-
-
 def train_classifier(output: Path, minutes: float, seed: int = 0, batch: int = 64, threads: int = 2,
                      log: Callable[[str], None] = print, lr: float = 3e-3, weight_decay: float = 0.05,
                      holdout: int = 2000, config: ClassifierConfig | None = None) -> dict:
@@ -444,7 +432,7 @@ def train_classifier(output: Path, minutes: float, seed: int = 0, batch: int = 6
         step, losses, curve, last_log = 0, [], [], began
         while (elapsed := time.perf_counter() - began) < budget:
             fraction = elapsed / budget
-            rate = lr * min(1.0, fraction / WARMUP) * 0.5 * (1 + math.cos(math.pi * fraction))
+            rate = clock_rate(lr, fraction)
             for group in optimizer.param_groups:
                 group["lr"] = rate
             images, scenes = world_batch(seed, step * batch, batch, size)
@@ -469,10 +457,7 @@ def train_classifier(output: Path, minutes: float, seed: int = 0, batch: int = 6
                 log(f"step {step:>5}  images {step * batch:>7,}  loss {mean:.4f}  lr {rate:.2e}  "
                     f"{last_log - began:>6.0f} s")
         seconds = time.perf_counter() - began
-        with torch.no_grad():  # measure exactly what is stored
-            for tensor in model.state_dict().values():
-                if tensor.is_floating_point():
-                    tensor.copy_(tensor.half().float())
+        round_to_fp16(model)  # measure exactly what is stored
         held_out = {
             f"train split, seed {seed + 1}": accuracy(model, *world_batch(seed + 1, 0, holdout, size, "train")),
             f"all split, seed {seed + 2}": accuracy(model, *world_batch(seed + 2, 0, holdout, size, "all")),
@@ -486,7 +471,7 @@ def train_classifier(output: Path, minutes: float, seed: int = 0, batch: int = 6
                         "jpeg_quality": list(AUGMENT_JPEG)},
             "cell_none_weight": CELL_NONE_WEIGHT if config.cells else None,
             "holdout_images": holdout, "torch": torch.__version__,
-            "hardware": f"{cpu_name()}, {threads} torch thread{'s' if threads > 1 else ''}",
+            "hardware": hardware(threads),
         }
         model.save(output, {"training": record, "accuracy": held_out})
         log(f"wrote {output}: {step} steps, {step * batch:,} images in {seconds:.0f} s")

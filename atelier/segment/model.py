@@ -142,11 +142,3 @@ class Segmenter(nn.Module):
         model.load_state_dict({name: t.float() if t.is_floating_point() else t for name, t in tensors.items()})
         model.source = str(path)
         return model.to(device).eval()
-
-
-def round_to_stored(model: Segmenter) -> None:
-    """Round the float weights to fp16 and back in place: the model as `save_pretrained` stores it."""
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.copy_(tensor.half().float())

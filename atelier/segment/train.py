@@ -23,9 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from atelier.evaluate.classifier import augment, cpu_name, world_batch
+from atelier.evaluate.classifier import augment, world_batch
 from atelier.segment.evaluate import format_iou, subject_iou
-from atelier.segment.model import Segmenter, SegmenterConfig, round_to_stored
+from atelier.segment.model import Segmenter, SegmenterConfig
+from atelier.train.wallclock import clock_rate, hardware, round_to_fp16
 from atelier.world.render import object_masks
 from atelier.world.scene import MAX_SIZE, check_size
 
@@ -43,7 +44,6 @@ SCALE_SHARES = (0.55, 0.15, 0.15, 0.15)
 # without; on whole 64 px images 0.961 with, 0.968 without.
 CROP_SHARE = 0.3
 CROP_RANGE = (0.6, 1.0)
-WARMUP = 0.03  # fraction of the time budget spent warming the learning rate up
 LOG_EVERY = 30  # seconds between progress lines
 
 
@@ -130,7 +130,7 @@ def train_segmenter(output: Path, minutes: float, seed: int = 0, batch: int = 32
         model.train()
         while (elapsed := time.perf_counter() - began) < budget:
             fraction = elapsed / budget
-            rate = lr * min(1.0, fraction / WARMUP) * 0.5 * (1 + math.cos(math.pi * fraction))
+            rate = clock_rate(lr, fraction)
             for group in optimizer.param_groups:
                 group["lr"] = rate
             rng = np.random.default_rng((seed, step))
@@ -153,7 +153,7 @@ def train_segmenter(output: Path, minutes: float, seed: int = 0, batch: int = 32
                     f"{last_log - began:>6.0f} s")
         seconds = time.perf_counter() - began
         model.eval()
-        round_to_stored(model)  # measure exactly what is stored
+        round_to_fp16(model)  # measure exactly what is stored
         held_out = subject_iou(model, holdout, seed + 1, size, "all")
         at_sides = {str(side): subject_iou(model, max(1, holdout // 5), seed + 1, side, "all")["mean"]
                     for side in sides if side != size}
@@ -167,7 +167,7 @@ def train_segmenter(output: Path, minutes: float, seed: int = 0, batch: int = 32
             "final_loss": round(float(np.mean(losses[-50:])), 4) if losses else None, "curve": curve,
             "augment": "atelier.evaluate.classifier.augment (half the images: blur, noise or JPEG)",
             "torch": torch.__version__,
-            "hardware": f"{cpu_name()}, {threads} torch thread{'s' if threads > 1 else ''}",
+            "hardware": hardware(threads),
         }
         evaluation = {"held_out": held_out, "mean_at_sides": at_sides,
                       "note": f"held out: seed {seed + 1}, split 'all' (training: seed {seed}, split 'train'); "
