@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Date, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Date, DateTime, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -69,3 +69,37 @@ class Usage(Base):
     images: Mapped[int] = mapped_column(Integer, default=0)
 
 
+
+class Job(Base):
+    """One piece of work a client asked for (atelier.server.jobs): its input, where it stands and
+    what it made. The row is the record of truth in every mode: it is written before the request
+    is answered, so an accepted job outlives any process; a queue only says who runs it."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("user_id", "idempotency_key"), Index("ix_jobs_status_created", "status", "created"),
+                      Index("ix_jobs_user_created", "user_id", "created"))
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)     # "job_" + random hex
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"), nullable=True)
+    task: Mapped[str] = mapped_column(String(32))
+    input: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))                   # queued running succeeded failed canceled
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)         # times a worker started it
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)     # {"code", "message"}
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)    # {"assets": [ids]}
+    images: Mapped[int] = mapped_column(Integer, default=0)           # images reserved of the key's quota
+    quota_day: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    webhook_status: Mapped[str | None] = mapped_column(String(16), nullable=True)  # pending delivered failed
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    webhook_next: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    webhook_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    heartbeat: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    started: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    finished: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
