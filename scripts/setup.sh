@@ -23,3 +23,18 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # The watermark (atelier/provenance.py). --no-deps: it declares the GUI opencv-python, which needs
 # libGL and clashes with opencv-python-headless (a dependency in pyproject.toml) over cv2.
 .venv/bin/python -c 'import imwatermark' 2>/dev/null || "${pip[@]}" --no-deps "invisible-watermark==0.2.0"
+# The Redis tests (tests/redis_server.py) start a real redis-server. As root on Debian, --dev installs
+# it, quietly unless apt fails; anywhere else, or if it fails, they skip with the reason (and fail where
+# CI=true), so a failed install warns rather than stopping the setup.
+if [[ -n "$extras" ]] && ! command -v redis-server >/dev/null; then
+    if [[ "$(id -u)" == 0 && -e /etc/debian_version ]]; then
+        log=$(mktemp)
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+              apt-get install -y -qq --no-install-recommends redis-server; } >"$log" 2>&1 || tail -n 20 "$log" >&2
+        rm -f "$log"
+    fi
+    if ! command -v redis-server >/dev/null; then
+        echo "setup: WARNING: redis-server is not installed and --dev could not install it (it does so as" \
+             "root on Debian: apt-get install redis-server). THE REDIS TESTS WILL SKIP." >&2
+    fi
+fi

@@ -35,3 +35,13 @@ def folder(tmp_path_factory):
             parameter.add_(0.05 * torch.randn_like(parameter))
     path = tmp_path_factory.mktemp("model") / "model"
     return save_bundle(path, transformer, tokenizer, TextEncoder.load().fingerprint, defaults={"steps": 3})
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """A real redis-server of this module's own (started in well under a second), its URL
+    yielded; skipped loudly where redis-server is not installed, failed on CI (tests/redis_server.py)."""
+    from tests.redis_server import RedisServer
+
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url

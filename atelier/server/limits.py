@@ -1,13 +1,15 @@
-"""The per-key rate limit: a sliding window of request times, in memory (one server process).
+"""The per-key rate limit: a sliding window of request times, either in memory (`RateLimiter`, one
+server process) or in Redis (`RedisRateLimiter`, any number of API servers sharing one count).
 
-Kept on the app (app.state), not in a module global, so two apps in one process (the tests) never
-share counts. Many processes would move this to Redis with the job queue (DESIGN.md, Scale path)."""
+Both keep the same contract, `acquire(key) -> int` and `close()`, so either can sit on the app
+(app.state), never in a module global: two apps in one process (the tests) never share counts."""
 
 from __future__ import annotations
 
 import math
 import threading
 import time
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
 
@@ -29,3 +31,46 @@ class RateLimiter:
                 return max(1, math.ceil(times[0] + self.window - now))
             times.append(now)
             return 0
+
+    def close(self) -> None:
+        """Nothing to release; here so the in-memory and Redis limiters are interchangeable."""
+
+
+# One sorted set per key, members scored by their request time in microseconds of the Redis server's
+# clock (TIME), so API servers with skewed clocks agree. One script, so the trim, count and add are
+# atomic across every process. Microseconds since 1970 (~1.8e15) are exact in Lua's doubles.
+# KEYS[1]: the key's set; ARGV: limit, window in microseconds, a member unique to this request.
+_ACQUIRE = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+    redis.call('ZADD', KEYS[1], now, ARGV[3])
+    redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
+    return 0
+end
+local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+return math.max(1, math.ceil((oldest + window - now) / 1000000))
+"""
+
+
+class RedisRateLimiter:
+    """The same sliding window as `RateLimiter`, kept in Redis so that every API server counts against
+    one limit. Synchronous client: acquire is called from a sync dependency (deps.identify)."""
+
+    def __init__(self, url: str, limit: int, window: float, prefix: str = "atelier:ratelimit:"):
+        import redis  # imported here: a server without Redis never pays for it
+
+        self.limit, self.window, self.prefix = limit, window, prefix
+        self._window_us = max(1, round(window * 1_000_000))
+        self._client = redis.Redis.from_url(url)
+        self._acquire = self._client.register_script(_ACQUIRE)
+
+    def acquire(self, key: object) -> int:
+        """0 when the request may go ahead (it is counted), else the whole seconds until it may."""
+        return int(self._acquire(keys=[f"{self.prefix}{key}"],
+                                 args=[self.limit, self._window_us, uuid.uuid4().hex]))
+
+    def close(self) -> None:
+        self._client.close()
