@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -21,6 +22,9 @@ from atelier.edit.inputs import MAX_SIDE, ImageInput, ImageInputError, open_imag
 from atelier.edit.window import CONTEXT, Window, crop, find_window, fit_pixels, fit_region, paste
 from atelier.metadata import GenerationInfo
 from atelier.provenance import mark
+
+if TYPE_CHECKING:
+    from atelier.pipeline import Progress
 
 SUBJECT_MARGIN = 2 / 64   # of the image's shorter side: how far replace_subject's region reaches past the object
 
@@ -46,7 +50,7 @@ class EditingMixin:
     def edit(self, image: ImageInput, mask: ImageInput | None = None, prompt: str = "",
              negative_prompt: str | None = None, n: int = 1, seed: int | None = None, steps: int | None = None,
              guidance: float | None = None, sampler: str | None = None, context: float = CONTEXT,
-             feather: float | None = None, progress: bool = False, task: str = "edit") -> EditResult:
+             feather: float | None = None, progress: Progress | bool = False, task: str = "edit") -> EditResult:
         """Redraw the region of `image` that `mask` marks (white = edit, or alpha 0 = edit; no mask
         takes the image's own transparency) so the whole reads as `prompt`, at full resolution:
         a window around the region with `context` of its size on each side is fitted to the
@@ -131,7 +135,8 @@ class EditingMixin:
 
     def variations(self, image: ImageInput, strength: float = 0.6, n: int = 1, prompt: str = "",
                    negative_prompt: str | None = None, seed: int | None = None, steps: int | None = None,
-                   guidance: float | None = None, sampler: str | None = None, progress: bool = False) -> EditResult:
+                   guidance: float | None = None, sampler: str | None = None,
+                   progress: Progress | bool = False) -> EditResult:
         """`n` images like `image`, changed by `strength` (0 < strength <= 1: 0.2 keeps the layout
         and colours, 1 is a new image): its latents are noised to that time and denoised in
         round(steps * strength) steps, guided by `prompt` when one is given."""
@@ -158,7 +163,7 @@ class EditingMixin:
 
     # --- the parts ---------------------------------------------------------------------
 
-    def _draw(self, request, window_pixels: np.ndarray, model_region: np.ndarray | None, progress: bool,
+    def _draw(self, request, window_pixels: np.ndarray, model_region: np.ndarray | None, progress: Progress | bool,
               strength: float = 1.0) -> np.ndarray:
         """The model's images [n, canvas, canvas, 3] uint8 of the window: the region drawn anew
         (keep-mask editing), or with no region the whole window noised to `strength` (SDEdit)."""
@@ -181,7 +186,7 @@ class EditingMixin:
             known = keep_mask(model_region, self.tokenizer.downsample)                        # [h, w]
             keep = torch.from_numpy(known).to(device)[None, None, None].expand(rows, 1, 1, *known.shape)
             context = latents.expand(rows, *latents.shape[1:])
-        report = _progress_bar(steps) if progress else None
+        report = _progress_bar(steps) if progress is True else (progress or None)
         out = generate_latents(
             self.transformer, text, [request.seed + k for k in range(rows)], latents.shape[1:], steps=steps,
             sampler=request.sampler, text_scale=request.guidance, negative=negative,

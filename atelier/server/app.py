@@ -2,11 +2,18 @@
 
 The lifespan does the slow and fallible work once, before the first request: it sets the torch
 threads, migrates the database, and loads the model (unless one is handed in, as the tests do),
-so a request never waits for a load and a broken model stops `atelier serve` with its reason."""
+so a request never waits for a load and a broken model stops `atelier serve` with its reason.
+Then it starts the job queue: embedded (this process runs the jobs, and first puts back those a
+killed process left running) or, with settings.redis, Redis (`atelier worker` processes run them
+and this server keeps no state of its own), and the webhook sender. On shutdown the queue stops
+taking jobs, a running batch gets settings.shutdown_grace seconds, and what is left is re-queued."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,11 +25,15 @@ from starlette.middleware.cors import CORSMiddleware
 from atelier.server import errors
 from atelier.server.config import ServerSettings
 from atelier.server.db import Database
-from atelier.server.limits import RateLimiter
+from atelier.server.jobs import service
+from atelier.server.jobs.queues import Changes, EmbeddedQueue, RedisQueue
+from atelier.server.jobs.runner import JobRunner
+from atelier.server.jobs.webhooks import WebhookSender
+from atelier.server.limits import RateLimiter, RedisRateLimiter
 from atelier.server.logs import LOGGER
 from atelier.server.metrics import Metrics
 from atelier.server.middleware import BodyLimit, Observe
-from atelier.server.routers import assets, health, images, models, usage
+from atelier.server.routers import assets, health, images, jobs, models, usage
 from atelier.server.services import Services
 from atelier.server.storage import LocalStorage
 from atelier.server.worker import Worker
@@ -33,10 +44,12 @@ log = logging.getLogger(LOGGER)
 def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
     """The API for `settings`; `pipeline` (an atelier.pipeline.Atelier) skips loading settings.model."""
     metrics = Metrics()
+    limiter = RedisRateLimiter(settings.redis, settings.rate_limit, settings.rate_window) if settings.redis else \
+        RateLimiter(settings.rate_limit, settings.rate_window)
     services = Services(settings=settings, db=Database(settings.database_url),
-                        storage=LocalStorage(settings.data / "assets"),
-                        limiter=RateLimiter(settings.rate_limit, settings.rate_window), metrics=metrics,
-                        worker=Worker(metrics, settings.threads), secret=settings.signing_secret(), pipeline=None)
+                        storage=LocalStorage(settings.data / "assets"), limiter=limiter, metrics=metrics,
+                        worker=Worker(metrics, settings.threads), secret=settings.signing_secret(),
+                        changes=Changes())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -50,12 +63,33 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
             services.pipeline = await services.worker.run(lambda: Atelier.from_pretrained(settings.model))
         else:
             services.pipeline = pipeline
-        log.info("ready: model %s (%s), data in %s", services.pipeline.name, ", ".join(services.model_sizes()),
-                 settings.data)
+        services.changes.bind()
+        runner = None
+        if settings.redis:
+            services.queue = RedisQueue(settings.redis)
+        else:
+            runner = JobRunner(services.db, services.storage, services.pipeline, services.worker,
+                               f"serve-{socket.gethostname()}-{os.getpid()}", settings.max_batch,
+                               services.changes.notify)
+            services.queue = EmbeddedQueue(services.db, runner, capacity=2 * settings.max_batch)
+            await services.queue.start()
+        stop_webhooks = asyncio.Event()
+        webhooks = asyncio.create_task(webhook_sender(services).run(stop_webhooks))
+        log.info("ready: model %s (%s), data in %s, jobs %s", services.pipeline.name,
+                 ", ".join(services.model_sizes()), settings.data,
+                 "on Redis (run `atelier worker`)" if settings.redis else "run here")
         try:
             yield
         finally:
+            stop_webhooks.set()
+            await services.queue.close()
+            if runner is not None:
+                requeued = await runner.close(settings.shutdown_grace)
+                if requeued:
+                    log.warning("put %d running job(s) back in the queue: %s", len(requeued), ", ".join(requeued))
+            await webhooks
             services.worker.close()
+            services.limiter.close()
             services.db.close()
 
     app = FastAPI(title="Atelier API", version="1", lifespan=lifespan,
@@ -63,7 +97,7 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
     app.state.services = services
     errors.install(app)
     app.openapi = lambda: _openapi(app)
-    for router in (images.router, models.router, assets.router, usage.router, health.router):
+    for router in (images.router, jobs.router, models.router, assets.router, usage.router, health.router):
         app.include_router(router)
     # outermost last: CORS answers preflights, Observe sees every request, BodyLimit guards the rest
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
@@ -73,6 +107,15 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
                            expose_headers=["X-Request-ID", "Retry-After"])
     app.add_middleware(Observe, metrics=metrics)
     return app
+
+
+def webhook_sender(services: Services) -> WebhookSender:
+    """The sender of finished jobs' webhooks; its links point at settings.public_url, else host:port."""
+    settings = services.settings
+    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    return WebhookSender(services.db, services.secret, lambda job: service.render(job, services, base),
+                         attempts=settings.webhook_attempts, base_delay=settings.webhook_retry_delay,
+                         allow_private=settings.webhook_allow_private)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -44,6 +44,12 @@ class ServerSettings:
     secret: str | None = field(default=None, repr=False)   # signs asset links; default: DATA/secret, made once
     max_prompt_chars: int = 4000         # OpenAI's limit for dall-e-3
     log_level: str = "info"
+    redis: str | None = None             # redis://...: jobs go to `atelier worker` processes; None: run here
+    max_batch: int = 8                   # compatible queued jobs run as one pipeline call, up to this many
+    shutdown_grace: float = 30.0         # seconds a running batch may finish on shutdown before it is re-queued
+    webhook_attempts: int = 8            # tries per webhook, 1 s, 2 s, 4 s ... apart
+    webhook_retry_delay: float = 1.0     # seconds before the second try; doubled for each next one
+    webhook_allow_private: bool = False  # allow webhooks to loopback and private addresses (tests, intranets)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(self.data).expanduser())      # a str from a caller is fine too
@@ -51,11 +57,12 @@ class ServerSettings:
             object.__setattr__(self, "model", Path(self.model).expanduser())
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
         for name in ("port", "threads", "rate_limit", "daily_quota", "max_upload_bytes", "url_ttl",
-                     "max_prompt_chars"):
+                     "max_prompt_chars", "max_batch", "webhook_attempts"):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ValueError(f"server setting {name} must be at least 1, got {getattr(self, name)!r}")
-        if self.rate_window <= 0:
-            raise ValueError(f"server setting rate_window must be above 0 seconds, got {self.rate_window!r}")
+        for name in ("rate_window", "shutdown_grace", "webhook_retry_delay"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"server setting {name} must be above 0 seconds, got {getattr(self, name)!r}")
 
     @property
     def database_url(self) -> str:
@@ -123,10 +130,16 @@ def _convert(name: str, value: Any, source: str) -> Any:
         if typing.get_origin(kind) is tuple:
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(item.strip() for item in items if item.strip())
-        if kind is bool or isinstance(value, bool):
+        if kind is bool:
+            words = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
+                     "off": False}
+            if isinstance(value, bool):
+                return value
+            return words[str(value).strip().lower()]
+        if isinstance(value, bool):
             raise TypeError
         if kind is int and isinstance(value, float):
             raise TypeError
         return kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, KeyError):
         raise ValueError(f"{source}: {name} must be {getattr(kind, '__name__', str(kind))}, got {value!r}") from None

@@ -18,20 +18,22 @@ ACCESS = "atelier.server.access"
 LOGGER = "atelier.server"
 WARNINGS = "atelier.server.warnings"
 REQUEST_ID: ContextVar[str | None] = ContextVar("atelier_request_id", default=None)   # set by middleware.Observe
+JOB_ID: ContextVar[str | None] = ContextVar("atelier_job_id", default=None)   # set by the job runner
 
 
 def log_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as one log line (warnings.showwarning's signature), tagged with the current request's id."""
+    """A warning as one log line (warnings.showwarning's signature), tagged with the ids of the
+    current request and job (a job's warnings carry the id of the request that made it)."""
     extra = {"category": category.__name__, "source": f"{Path(str(filename)).name}:{lineno}"}
-    request_id = REQUEST_ID.get()
-    if request_id is not None:
-        extra["request_id"] = request_id
+    for name, variable in (("request_id", REQUEST_ID), ("job_id", JOB_ID)):
+        if (value := variable.get()) is not None:
+            extra[name] = value
     logging.getLogger(WARNINGS).warning("%s", message, extra=extra)
 
 
 class JsonFormatter(logging.Formatter):
     FIELDS = ("request_id", "method", "route", "path", "status", "duration_ms", "user_id", "key_prefix",
-              "category", "source", "asset_id")
+              "category", "source", "asset_id", "job_id")
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))

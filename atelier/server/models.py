@@ -76,7 +76,8 @@ class Job(Base):
     is answered, so an accepted job outlives any process; a queue only says who runs it."""
 
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("user_id", "idempotency_key"), Index("ix_jobs_status_created", "status", "created"),
+    __table_args__ = (UniqueConstraint("user_id", "idempotency_key"),
+                      Index("ix_jobs_status_created", "status", "created"),
                       Index("ix_jobs_user_created", "user_id", "created"))
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)     # "job_" + random hex
@@ -98,6 +99,7 @@ class Job(Base):
     webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
     webhook_next: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     webhook_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)   # the request that made it, for logs
     worker: Mapped[str | None] = mapped_column(String(100), nullable=True)
     heartbeat: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

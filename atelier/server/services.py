@@ -1,5 +1,6 @@
 """`Services`: what the routers need (settings, database, storage, limiter, metrics, the model and
-its worker), made by the app factory and kept on app.state, so nothing lives in module globals."""
+its worker thread, the job queue), made by the app factory and kept on app.state, so nothing lives
+in module globals."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 
 from atelier.server.config import ServerSettings
 from atelier.server.db import Database
-from atelier.server.limits import RateLimiter
+from atelier.server.jobs.queues import Changes, Queue
+from atelier.server.limits import RateLimiter, RedisRateLimiter
 from atelier.server.metrics import Metrics
 from atelier.server.storage import Storage
 from atelier.server.worker import Worker
@@ -19,11 +21,13 @@ class Services:
     settings: ServerSettings
     db: Database
     storage: Storage
-    limiter: RateLimiter
+    limiter: RateLimiter | RedisRateLimiter
     metrics: Metrics
     worker: Worker
     secret: bytes = field(repr=False)
+    changes: Changes
     pipeline: Any = None        # atelier.pipeline.Atelier, set once the lifespan has loaded it
+    queue: Queue | None = None  # set by the lifespan: embedded, or Redis with --redis
 
     def model_sizes(self) -> list[str]:
         return [f"{side}x{side}" for side in self.pipeline.sizes]

@@ -20,9 +20,9 @@ from sqlalchemy import select
 
 from atelier.server.deps import Credentials, PrincipalDep, ServicesDep, SessionDep, identify
 from atelier.server.errors import APIError
+from atelier.server.jobs.service import asset_url
 from atelier.server.logs import LOGGER
 from atelier.server.models import Asset
-from atelier.server.routers.images import asset_url
 from atelier.server.schemas import ERRORS, AssetList
 from atelier.server.signing import signature_matches
 

@@ -1,18 +1,16 @@
 """POST /v1/images/generations, /edits and /variations: OpenAI's image endpoints.
 
-Each request is checked (model, size, prompt, uploads, quota) before it is queued; the model runs
-on the worker thread; every image is stored as an asset of the caller's user (a PNG carrying its
-generation metadata) and returned as base64 or as a signed link. Multipart bodies are read by hand
+Each request is checked (model, size, prompt, uploads, quota), then runs as a job
+(atelier.server.jobs) that the answer waits for: batched with other requests, durable across a
+restart, listed at GET /v1/jobs. Every image is stored as an asset of the caller's user (a PNG
+carrying its generation metadata) and returned as base64 or as a signed link. Multipart bodies are read by hand
 so that uploads are counted against the limits, repeated `image[]` parts are seen, and unknown
 fields are refused; their schemas are published in the OpenAPI document all the same."""
 
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import secrets
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,19 +18,15 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select, update
-from sqlalchemy.dialects.sqlite import insert
 from starlette.datastructures import UploadFile
 
 from atelier.edit.inputs import ImageInputError, has_alpha, open_image, read_region, rgb_pixels, transparency
-from atelier.metadata import GenerationInfo, png_bytes
 from atelier.server.accounts import Principal
 from atelier.server.deps import PrincipalDep, ServicesDep
 from atelier.server.errors import APIError, describe_validation
-from atelier.server.models import Asset, Usage
+from atelier.server.jobs import service, store
 from atelier.server.schemas import ERRORS, EditForm, GenerationBody, ImageData, ImagesResponse, VariationForm
 from atelier.server.services import Services
-from atelier.server.signing import sign
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
@@ -55,20 +49,13 @@ _BINARY = {"type": "string", "format": "binary"}
 async def generations(body: GenerationBody, request: Request, principal: PrincipalDep,
                       services: ServicesDep) -> dict[str, Any]:
     """Images from a prompt."""
-    from atelier.pipeline import GenerationRequest
-
-    pipe = services.pipeline
     _check_model(body.model, services)
-    side = _parse_size(body.size, services) or pipe.defaults["size"]
+    _parse_size(body.size, services)
     _check_prompt(body.prompt, services, "prompt")
     _check_prompt(body.negative_prompt or "", services, "negative_prompt")
-    job_request = GenerationRequest(body.prompt, body.negative_prompt, body.n, body.seed, body.steps,
-                                    body.guidance, side)
-
-    def draw() -> list[Image.Image]:
-        return pipe.generate([job_request])[0]
-
-    return await _run(request, services, principal, body.n, draw, body.response_format)
+    given = body.model_dump(include={"prompt", "negative_prompt", "n", "seed", "steps", "guidance", "size"},
+                            exclude_none=True)
+    return await _run(request, services, principal, "text_to_image", given, None, body.response_format)
 
 
 @router.post("/edits", response_model=ImagesResponse, response_model_exclude_none=True, responses=ERRORS,
@@ -92,14 +79,10 @@ async def edits(request: Request, principal: PrincipalDep, services: ServicesDep
     if len(masks) > 1:
         raise APIError(400, "give at most one mask", "mask", "invalid_value")
     pixels, region = await run_in_threadpool(_edit_inputs, images[0], masks[0] if masks else None, side)
-    pipe = services.pipeline
-
-    def draw() -> list[Image.Image]:
-        result = pipe.edit(pixels, region, fields.prompt, negative_prompt=fields.negative_prompt, n=fields.n,
-                           seed=fields.seed, steps=fields.steps, guidance=fields.guidance)
-        return result.images
-
-    return await _run(request, services, principal, fields.n, draw, fields.response_format)
+    given = fields.model_dump(include={"prompt", "negative_prompt", "n", "seed", "steps", "guidance"},
+                              exclude_none=True) | {"image": "(uploaded)", "mask": "(uploaded)"}
+    return await _run(request, services, principal, "edit", given, (Image.fromarray(pixels), region),
+                      fields.response_format)
 
 
 @router.post("/variations", response_model=ImagesResponse, response_model_exclude_none=True, responses=ERRORS,
@@ -115,13 +98,9 @@ async def variations(request: Request, principal: PrincipalDep, services: Servic
         raise APIError(400, "missing required parameter 'image'" if not images else "give exactly one image",
                        "image", "missing_required_parameter" if not images else "invalid_value")
     pixels, _ = await run_in_threadpool(_edit_inputs, images[0], None, side, False)
-    pipe = services.pipeline
-
-    def draw() -> list[Image.Image]:
-        return pipe.variations(pixels, strength=fields.strength, n=fields.n, seed=fields.seed,
-                               steps=fields.steps).images
-
-    return await _run(request, services, principal, fields.n, draw, fields.response_format)
+    given = fields.model_dump(include={"n", "seed", "steps", "strength"}, exclude_none=True) | {"image": "(uploaded)"}
+    return await _run(request, services, principal, "variation", given, (Image.fromarray(pixels), None),
+                      fields.response_format)
 
 
 # --- checks ---------------------------------------------------------------------------------
@@ -233,79 +212,26 @@ def _open(upload: UploadFile, what: str) -> Image.Image:
 
 # --- running and answering -------------------------------------------------------------------
 
-async def _run(request: Request, services: Services, principal: Principal, n: int,
-               draw: Callable[[], list[Image.Image]], response_format: str) -> dict[str, Any]:
-    """Reserve `n` images of the key's daily quota, draw on the worker, store, and answer; the
-    reservation is given back when the drawing fails."""
-    await run_in_threadpool(_reserve, services, principal, n)
-    try:
-        stored = await services.worker.run(lambda: _store(services, principal, draw()))
-    except ImageInputError as error:
-        await run_in_threadpool(_refund, services, principal, n)
-        raise APIError(400, str(error), "image", "invalid_image") from None
-    except ValueError as error:        # a setting the pipeline refuses, in its words
-        await run_in_threadpool(_refund, services, principal, n)
-        raise APIError(400, str(error), None, "invalid_value") from None
-    except BaseException:
-        await run_in_threadpool(_refund, services, principal, n)
-        raise
+async def _run(request: Request, services: Services, principal: Principal, task: str, given: dict[str, Any],
+               pictures: tuple[Image.Image, np.ndarray | None] | None, response_format: str) -> dict[str, Any]:
+    """Run the request as a job (its `n` images reserved of the key's daily quota and given back if
+    it fails), wait for it, and answer in OpenAI's shape."""
+    job, _ = await run_in_threadpool(service.create, services, principal, task, given, pictures=pictures)
+    await services.queue.enqueue(job.id)
+    job = await service.wait(services, job.id, principal.user_id, None)
+    if job.status != store.SUCCEEDED:
+        code = (job.error or {}).get("code", "internal_error")
+        message = (job.error or {}).get("message", f"the job {job.status}")
+        if code in ("invalid_value", "invalid_image"):
+            raise APIError(400, message, "image" if code == "invalid_image" else None, code)
+        raise APIError(500 if code != "canceled" else 409, f"{message} (job {job.id})", None, code)
     base = services.settings.public_url or str(request.base_url)
     data = []
-    for asset_id, png, info in stored:
-        services.metrics.images.labels(info.task).inc()
-        item = ImageData(b64_json=base64.b64encode(png).decode()) if response_format == "b64_json" else \
-            ImageData(url=asset_url(services, base, asset_id))
-        data.append(item)
+    for asset_id in job.result["assets"]:
+        if response_format == "b64_json":
+            png = await run_in_threadpool(services.storage.get, f"{principal.user_id}/{asset_id}.png")
+            data.append(ImageData(b64_json=base64.b64encode(png).decode()))
+        else:
+            data.append(ImageData(url=service.asset_url(services, base, asset_id)))
+        services.metrics.images.labels(task).inc()
     return {"created": int(time.time()), "data": data}
-
-
-def asset_url(services: Services, base: str, asset_id: str) -> str:
-    """A link to the asset that works without the key until it expires (settings.url_ttl)."""
-    expires = int(time.time()) + services.settings.url_ttl
-    return (f"{base.rstrip('/')}/v1/assets/{asset_id}?expires={expires}"
-            f"&signature={sign(services.secret, asset_id, expires)}")
-
-
-def _store(services: Services, principal: Principal, images: list[Image.Image]) -> list[tuple[str, bytes,
-                                                                                              GenerationInfo]]:
-    """Save each image (PNG with its metadata) as an asset of the principal's user."""
-    stored = []
-    with services.db.session() as session:
-        for image in images:
-            info = image.info["atelier"]
-            asset_id = "img_" + secrets.token_hex(12)
-            png = png_bytes(image, info)
-            path = f"{principal.user_id}/{asset_id}.png"
-            services.storage.put(path, png)
-            session.add(Asset(id=asset_id, user_id=principal.user_id, path=path, kind=info.task,
-                              info=info.to_dict()))
-            stored.append((asset_id, png, info))
-    return stored
-
-
-def _reserve(services: Services, principal: Principal, n: int) -> None:
-    """Count the request and its `n` images against the key's quota for today (UTC), atomically."""
-    quota, day = services.settings.daily_quota, _today()
-    with services.db.session() as session:
-        session.execute(insert(Usage).values(key_id=principal.key_id, day=day, requests=0, images=0)
-                        .on_conflict_do_nothing())
-        granted = session.execute(
-            update(Usage).where(Usage.key_id == principal.key_id, Usage.day == day, Usage.images + n <= quota)
-            .values(images=Usage.images + n, requests=Usage.requests + 1)).rowcount
-        used = session.scalar(select(Usage.images).where(Usage.key_id == principal.key_id, Usage.day == day))
-    if not granted:
-        midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
-        wait = max(1, int((midnight - dt.datetime.now(dt.UTC)).total_seconds()))
-        raise APIError(429, f"This key's daily quota of {quota} images is used up ({used} made today, {n} asked "
-                            f"for); it resets at 00:00 UTC.", None, "daily_quota_exceeded", kind="insufficient_quota",
-                       headers={"Retry-After": str(wait), "x-should-retry": "false"})
-
-
-def _refund(services: Services, principal: Principal, n: int) -> None:
-    with services.db.session() as session:
-        session.execute(update(Usage).where(Usage.key_id == principal.key_id, Usage.day == _today())
-                        .values(images=Usage.images - n))
-
-
-def _today() -> dt.date:
-    return dt.datetime.now(dt.UTC).date()

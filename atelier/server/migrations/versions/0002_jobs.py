@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("webhook_attempts", sa.Integer(), nullable=False),
         sa.Column("webhook_next", sa.DateTime(), nullable=True),
         sa.Column("webhook_error", sa.String(500), nullable=True),
+        sa.Column("request_id", sa.String(64), nullable=True),
         sa.Column("worker", sa.String(100), nullable=True),
         sa.Column("heartbeat", sa.DateTime(), nullable=True),
         sa.Column("created", sa.DateTime(), nullable=False),
