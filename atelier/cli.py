@@ -418,7 +418,8 @@ def _server_settings(args: argparse.Namespace):
     """The server's settings: defaults, then --config, then ATELIER_* variables, then these flags."""
     from atelier.server.config import load_settings
 
-    flags = {name: getattr(args, name, None) for name in ("host", "port", "model", "data", "threads")}
+    flags = {name: getattr(args, name, None) for name in ("host", "port", "model", "data", "threads", "redis",
+                                                          "max_batch")}
     return load_settings(args.config, **flags)
 
 
@@ -432,6 +433,15 @@ def _serve(args: argparse.Namespace) -> None:
     configure(settings.log_level)
     # access_log off: the server logs each request itself, without the query string (signed links)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False, log_config=None)
+
+
+def _worker(args: argparse.Namespace) -> None:
+    from atelier.server.jobs.consumer import run_worker
+    from atelier.server.logs import configure
+
+    settings = _server_settings(args)
+    configure(settings.log_level)
+    run_worker(settings, args.name)
 
 
 def _accounts(args: argparse.Namespace) -> None:
@@ -606,7 +616,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_not_negative, help="port (default 8000)")
     serve.add_argument("--model", type=Path, help="a model folder (default: weights/default)")
     serve.add_argument("--threads", type=_positive, help="torch CPU threads (default 2)")
+    serve.add_argument("--redis", help="redis://HOST:PORT/DB: queue jobs on Redis for `atelier worker` processes "
+                                       "(default: this process runs them)")
+    serve.add_argument("--max-batch", type=_positive, help="compatible jobs run together, up to this many (default 8)")
     serve.set_defaults(run=_serve)
+
+    worker = commands.add_parser("worker", help="run the jobs that API servers queue on Redis (atelier serve --redis)")
+    _server_options(worker)
+    worker.add_argument("--redis", help="redis://HOST:PORT/DB, the same as the servers' --redis")
+    worker.add_argument("--model", type=Path, help="a model folder (default: weights/default)")
+    worker.add_argument("--threads", type=_positive, help="torch CPU threads (default 2)")
+    worker.add_argument("--max-batch", type=_positive, help="compatible jobs run together, up to this many (default 8)")
+    worker.add_argument("--name", help="this worker's name in job records (default worker-HOST-PID)")
+    worker.set_defaults(run=_worker)
 
     users = commands.add_parser("users", help="the API server's users")
     users.add_argument("action", choices=["create", "list"])

@@ -66,7 +66,7 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
         services.changes.bind()
         runner = None
         if settings.redis:
-            services.queue = RedisQueue(settings.redis)
+            services.queue = RedisQueue(settings.redis, settings.job_heartbeat)
         else:
             runner = JobRunner(services.db, services.storage, services.pipeline, services.worker,
                                f"serve-{socket.gethostname()}-{os.getpid()}", settings.max_batch,

@@ -45,6 +45,7 @@ class ServerSettings:
     max_prompt_chars: int = 4000         # OpenAI's limit for dall-e-3
     log_level: str = "info"
     redis: str | None = None             # redis://...: jobs go to `atelier worker` processes; None: run here
+    job_heartbeat: int = 10              # seconds without a heartbeat after which a Redis worker counts as dead
     max_batch: int = 8                   # compatible queued jobs run as one pipeline call, up to this many
     shutdown_grace: float = 30.0         # seconds a running batch may finish on shutdown before it is re-queued
     webhook_attempts: int = 8            # tries per webhook, 1 s, 2 s, 4 s ... apart
@@ -57,7 +58,7 @@ class ServerSettings:
             object.__setattr__(self, "model", Path(self.model).expanduser())
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
         for name in ("port", "threads", "rate_limit", "daily_quota", "max_upload_bytes", "url_ttl",
-                     "max_prompt_chars", "max_batch", "webhook_attempts"):
+                     "max_prompt_chars", "max_batch", "webhook_attempts", "job_heartbeat"):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ValueError(f"server setting {name} must be at least 1, got {getattr(self, name)!r}")
         for name in ("rate_window", "shutdown_grace", "webhook_retry_delay"):

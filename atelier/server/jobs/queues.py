@@ -27,7 +27,7 @@ from atelier.server.logs import LOGGER
 
 log = logging.getLogger(LOGGER)
 QUEUE_NAME = "atelier"
-HEARTBEAT = 10            # seconds a running job's heartbeat lasts in SAQ; renewed every third of it
+HEARTBEAT = 10            # seconds a running job's heartbeat lasts in SAQ (settings.job_heartbeat); renewed every third
 DELIVERIES = 5            # SAQ's retries: the table's MAX_ATTEMPTS decides, this only leaves room for it
 RECONCILE_EVERY = 10.0    # seconds
 
@@ -111,16 +111,16 @@ class EmbeddedQueue:
 
 
 class RedisQueue:
-    def __init__(self, url: str):
+    def __init__(self, url: str, heartbeat: int = HEARTBEAT):
         from saq import Queue as SaqQueue
 
-        self.saq = SaqQueue.from_url(url, name=QUEUE_NAME)
+        self.saq, self.heartbeat = SaqQueue.from_url(url, name=QUEUE_NAME), heartbeat
 
     async def enqueue(self, job_id: str) -> None:
         from saq import Job as SaqJob
 
         await self.saq.enqueue(SaqJob("run_job", kwargs={"job_id": job_id}, key=job_id, retries=DELIVERIES,
-                                      heartbeat=HEARTBEAT, timeout=0))
+                                      heartbeat=self.heartbeat, timeout=0))
 
     async def close(self) -> None:
         await self.saq.disconnect()
@@ -140,7 +140,7 @@ async def serve_worker(db: Database, queue: RedisQueue, runner: JobRunner, capac
 
         async def beat() -> None:
             while True:
-                await asyncio.sleep(HEARTBEAT / 3)
+                await asyncio.sleep(queue.heartbeat / 3)
                 await delivery.update()
 
         heartbeat = asyncio.create_task(beat())

@@ -55,22 +55,21 @@ class JobRunner:
         self.batches: list[int] = []      # the size of every batch run, for the benchmark and the tests
 
     async def run(self, job_id: str) -> None:
-        """Start the job (if it is still to be run) and return once it has ended here."""
+        """Run the job, if it is still to be run, and return once it has ended here."""
         if self._stopping:
             raise RuntimeError("the runner is stopping")
-        job = await asyncio.to_thread(store.start, self.db, job_id, self.worker_id)
-        self.on_change()
-        if job is None or self._stopping:    # when stopping, close() puts it back in the queue
+        job = await asyncio.to_thread(store.pending, self.db, job_id)
+        if job is None:
             return
         try:
             key = await asyncio.to_thread(TASKS[job.task].batch_key, self.pipeline, job.input)
         except (ValueError, ImageInputError) as error:
-            await asyncio.to_thread(store.fail, self.db, job.id, "invalid_value", str(error))
+            if await asyncio.to_thread(store.start, self.db, job.id, self.worker_id):
+                await asyncio.to_thread(store.fail, self.db, job.id, "invalid_value", str(error))
             self.on_change()
             return
-        if key is None:
-            key = ("alone", job.id)
-        waiting = _Waiting(job, key, asyncio.get_running_loop().create_future())
+        waiting = _Waiting(job, ("alone", job.id) if key is None else key,
+                           asyncio.get_running_loop().create_future())
         self._waiting.append(waiting)
         self._wake.set()
         if self._loop is None:
@@ -87,8 +86,11 @@ class JobRunner:
                 for item in batch:
                     self._waiting.remove(item)
                 try:
-                    jobs = [item.job for item in batch]
-                    await self.model.run(lambda jobs=jobs: self._run_batch(jobs))
+                    # marked running only now, as its batch starts: one canceled while it waited is dropped
+                    jobs = await asyncio.to_thread(self._start, [item.job.id for item in batch])
+                    self.on_change()
+                    if jobs:
+                        await self.model.run(lambda jobs=jobs: self._run_batch(jobs))
                 except BaseException as error:     # the model thread itself failed: no job may hang on it
                     for item in batch:
                         if not item.done.done():
@@ -98,6 +100,9 @@ class JobRunner:
                 else:
                     for item in batch:
                         item.done.set_result(None)
+
+    def _start(self, job_ids: list[str]) -> list[Job]:
+        return [job for job_id in job_ids if (job := store.start(self.db, job_id, self.worker_id)) is not None]
 
     def _run_batch(self, jobs: list[Job]) -> None:
         """On the model thread: one pipeline call for `jobs`, their rows updated as it goes."""

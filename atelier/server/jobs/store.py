@@ -54,6 +54,14 @@ def start(db: Database, job_id: str, worker: str) -> Job | None:
         return None
 
 
+def pending(db: Database, job_id: str) -> Job | None:
+    """The job if it is still to be run: queued, or running on a worker that died (its queue
+    delivers it again); None when it has ended or does not exist."""
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        return job if job is not None and job.status in (QUEUED, RUNNING) else None
+
+
 def queued(db: Database, limit: int, exclude: Iterable[str] = ()) -> list[str]:
     """The ids of the oldest queued jobs, first come first served."""
     with db.session() as session:
