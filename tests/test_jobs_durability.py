@@ -17,8 +17,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from atelier.server.accounts import create_key, create_user
 from atelier.server.db import Database
 from atelier.server.jobs import store
