@@ -375,6 +375,12 @@ def _bench(args: argparse.Namespace) -> None:
 
         benchmark(args.preset, args.batch, latent=args.latent, precision=args.precision, seconds=args.seconds,
                   compile_model=args.compile, threads=args.threads, log=lambda line: print(line, flush=True))
+    if args.target == "serve":
+        from atelier.server.bench import benchmark
+
+        _write_json(args.json, benchmark(args.model, threads=args.threads, seconds=args.seconds,
+                                         load_seconds=args.load_seconds, with_load=args.load,
+                                         log=lambda line: print(line, flush=True)))
     if args.target == "world":
         from atelier.world.bench import benchmark
 
@@ -587,11 +593,13 @@ def build_parser() -> argparse.ArgumentParser:
     model.set_defaults(run=_model)
 
     bench = commands.add_parser("bench", help="benchmarks that print their figures")
-    bench.add_argument("target", choices=["world", "train", "generate"])
+    bench.add_argument("target", choices=["world", "train", "generate", "serve"])
     bench.add_argument("--model", help="generate: a model folder (default: weights/default)")
     bench.add_argument("--per-category", type=_positive, default=8,
                        help="generate: evaluation prompts per category in the step sweep")
-    bench.add_argument("--json", type=Path, help="generate: also write the figures here")
+    bench.add_argument("--json", type=Path, help="generate, serve: also write the figures here")
+    bench.add_argument("--load", action="store_true", help="serve: also the load test (16 clients)")
+    bench.add_argument("--load-seconds", type=float, default=60.0, help="serve: length of the load test")
     bench.add_argument("--preset", default="tiny", help="train: the model preset")
     bench.add_argument("--batch", type=_positive, default=16, help="train: images per step")
     bench.add_argument("--latent", type=_positive, help="train: latent side (default: the preset's sample_latent)")

@@ -200,7 +200,7 @@ def test_a_queued_job_canceled_never_runs_and_queued_compatible_jobs_run_as_one_
     for job in queued:
         done = until(server, keys["alice"], job["id"], lambda job: job["status"] == "succeeded")
         assert done["attempts"] == 1
-    assert runner.batches[batches_before:] == [4]        # the four compatible jobs: one pipeline call
+    assert list(runner.batches)[batches_before:] == [4]        # the four compatible jobs: one pipeline call
     assert call(server, keys["alice"], "GET", f"/v1/jobs/{dropped['id']}")[2]["started"] is None
 
 

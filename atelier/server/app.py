@@ -70,7 +70,7 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
         else:
             runner = JobRunner(services.db, services.storage, services.pipeline, services.worker,
                                f"serve-{socket.gethostname()}-{os.getpid()}", settings.max_batch,
-                               services.changes.notify)
+                               services.changes.notify, settings.batch_wait)
             services.queue = EmbeddedQueue(services.db, runner, capacity=2 * settings.max_batch)
             await services.queue.start()
         stop_webhooks = asyncio.Event()

@@ -47,6 +47,7 @@ class ServerSettings:
     redis: str | None = None             # redis://...: jobs go to `atelier worker` processes; None: run here
     job_heartbeat: int = 10              # seconds without a heartbeat after which a Redis worker counts as dead
     max_batch: int = 8                   # compatible queued jobs run as one pipeline call, up to this many
+    batch_wait: float = 0.25             # seconds a batch may wait for more jobs when the last one was larger
     shutdown_grace: float = 30.0         # seconds a running batch may finish on shutdown before it is re-queued
     webhook_attempts: int = 8            # tries per webhook, 1 s, 2 s, 4 s ... apart
     webhook_retry_delay: float = 1.0     # seconds before the second try; doubled for each next one
@@ -61,6 +62,8 @@ class ServerSettings:
                      "max_prompt_chars", "max_batch", "webhook_attempts", "job_heartbeat"):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ValueError(f"server setting {name} must be at least 1, got {getattr(self, name)!r}")
+        if self.batch_wait < 0:
+            raise ValueError(f"server setting batch_wait must be 0 or more seconds, got {self.batch_wait!r}")
         for name in ("rate_window", "shutdown_grace", "webhook_retry_delay"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"server setting {name} must be above 0 seconds, got {getattr(self, name)!r}")

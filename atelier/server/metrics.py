@@ -16,6 +16,8 @@ class Metrics:
         self.queue_depth = Gauge("atelier_queue_depth", "Model jobs waiting or running", registry=self.registry)
         self.busy = Counter("atelier_model_busy_seconds", "Time the model worker spent running jobs",
                             registry=self.registry)
+        self.batch_size = Histogram("atelier_job_batch_size", "Jobs run together in one pipeline call",
+                                    registry=self.registry, buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))
         self.images = Counter("atelier_images", "Images made", ["task"], registry=self.registry)
 
     def render(self) -> bytes:

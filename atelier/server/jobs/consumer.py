@@ -49,7 +49,8 @@ async def _work(settings: ServerSettings, name: str) -> None:
                         limiter=RateLimiter(1, 1.0), metrics=model.metrics, worker=model,
                         secret=settings.signing_secret(), changes=Changes(), pipeline=pipeline)
     queue = RedisQueue(settings.redis, settings.job_heartbeat)
-    runner = JobRunner(db, services.storage, pipeline, model, name, settings.max_batch)
+    runner = JobRunner(db, services.storage, pipeline, model, name, settings.max_batch,
+                       batch_wait=settings.batch_wait)
     stop_webhooks = asyncio.Event()
     webhooks = asyncio.create_task(webhook_sender(services).run(stop_webhooks))
     log.info("worker %s ready: model %s, queue %s, data in %s", name, pipeline.name, settings.redis, settings.data)
