@@ -113,6 +113,24 @@ def test_settings_come_from_the_file_then_the_environment_then_flags(tmp_path):
         load_settings(None, {"ATELIER_PORT": "eighty"})
     with pytest.raises(ValueError, match="rate_limit must be at least 1"):
         load_settings(None, {}, rate_limit=0)
+    jobs = load_settings(None, {"ATELIER_WEBHOOK_ALLOW_PRIVATE": "true", "ATELIER_REDIS": "redis://r:6379/0",
+                                "ATELIER_SHUTDOWN_GRACE": "2.5"}, max_batch=4)
+    assert (jobs.webhook_allow_private, jobs.redis, jobs.shutdown_grace, jobs.max_batch) == (
+        True, "redis://r:6379/0", 2.5, 4)
+    assert load_settings(None, {"ATELIER_WEBHOOK_ALLOW_PRIVATE": "off"}).webhook_allow_private is False
+    with pytest.raises(ValueError, match=r"\$ATELIER_WEBHOOK_ALLOW_PRIVATE: webhook_allow_private must be bool"):
+        load_settings(None, {"ATELIER_WEBHOOK_ALLOW_PRIVATE": "perhaps"})
+    with pytest.raises(ValueError, match="port must be int"):
+        load_settings(None, {}, port=True)
+    with pytest.raises(ValueError, match="shutdown_grace must be above 0"):
+        load_settings(None, {}, shutdown_grace=0)
+
+
+def test_atelier_worker_needs_a_queue(tmp_path):
+    from atelier.cli import main
+
+    with pytest.raises(SystemExit, match="atelier worker needs --redis URL"):
+        main(["worker", "--data", str(tmp_path)])
 
 
 def test_the_signing_secret_is_made_once_and_kept_private(tmp_path):

@@ -1,6 +1,7 @@
 """The shared rate limit: RedisRateLimiter keeps RateLimiter's contract (0 = counted, else whole
 seconds to wait) against a real redis-server, with one count across API servers."""
 
+import socket
 import time
 import uuid
 
@@ -71,4 +72,16 @@ def test_the_in_memory_limiter_is_interchangeable():
     assert (limiter.acquire("key"), limiter.acquire("key")) == (0, 10)
     now[0] = 10.0
     assert limiter.acquire("key") == 0
+    limiter.close()
+
+
+def test_an_unreachable_redis_is_an_error_of_its_own_not_a_pass():
+    from atelier.server.limits import LimiterUnavailable
+
+    with socket.socket() as probe:       # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    limiter = RedisRateLimiter(f"redis://127.0.0.1:{port}/0", 3, 1.0)
+    with pytest.raises(LimiterUnavailable, match="cannot be reached"):
+        limiter.acquire("key")
     limiter.close()

@@ -3,6 +3,7 @@ the per-key rate limit. Authentication runs before any body is parsed into a mod
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -12,8 +13,11 @@ from sqlalchemy.orm import Session
 
 from atelier.server.accounts import Principal, authenticate
 from atelier.server.errors import APIError
+from atelier.server.limits import LimiterUnavailable
+from atelier.server.logs import LOGGER
 from atelier.server.services import Services
 
+log = logging.getLogger(LOGGER)
 bearer = HTTPBearer(auto_error=False, description="an Atelier API key: atelier keys create --user NAME")
 
 
@@ -44,7 +48,13 @@ def identify(request: Request, services: Services, credentials: HTTPAuthorizatio
     if principal is None:   # the key itself is never echoed or logged
         raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
     request.state.principal = principal
-    wait = services.limiter.acquire(principal.key_id)
+    try:
+        wait = services.limiter.acquire(principal.key_id)
+    except LimiterUnavailable:
+        log.exception("rate limit unavailable")
+        raise APIError(503, "The service is briefly unavailable (its rate-limit store cannot be reached); try "
+                            "again in a few seconds.", code="service_unavailable",
+                       headers={"Retry-After": "5"}) from None
     if wait:
         limit = services.settings
         raise APIError(429, f"Rate limit reached for this key: {limit.rate_limit} requests per "

@@ -55,6 +55,10 @@ return math.max(1, math.ceil((oldest + window - now) / 1000000))
 """
 
 
+class LimiterUnavailable(RuntimeError):
+    pass
+
+
 class RedisRateLimiter:
     """The same sliding window as `RateLimiter`, kept in Redis so that every API server counts against
     one limit. Synchronous client: acquire is called from a sync dependency (deps.identify)."""
@@ -68,9 +72,15 @@ class RedisRateLimiter:
         self._acquire = self._client.register_script(_ACQUIRE)
 
     def acquire(self, key: object) -> int:
-        """0 when the request may go ahead (it is counted), else the whole seconds until it may."""
-        return int(self._acquire(keys=[f"{self.prefix}{key}"],
-                                 args=[self.limit, self._window_us, uuid.uuid4().hex]))
+        """0 when the request may go ahead (it is counted), else the whole seconds until it may;
+        LimiterUnavailable when Redis cannot be asked (the server answers 503, never lets it pass)."""
+        import redis
+
+        try:
+            return int(self._acquire(keys=[f"{self.prefix}{key}"],
+                                     args=[self.limit, self._window_us, uuid.uuid4().hex]))
+        except redis.RedisError as error:
+            raise LimiterUnavailable(f"the rate limit's store (Redis) cannot be reached: {error}") from error
 
     def close(self) -> None:
         self._client.close()

@@ -1,6 +1,6 @@
-"""The model worker: one thread runs pipeline jobs one at a time, so the event loop stays free to
-answer health checks, metrics and asset downloads while an image is drawn. The queue is in
-memory (one process); DESIGN.md's scale path replaces it with a queue library and `atelier worker`."""
+"""The model thread: one thread runs pipeline calls one at a time, so the event loop stays free to
+answer health checks, metrics and asset downloads while an image is drawn. What it runs comes
+from the job runner (atelier.server.jobs.runner), in `atelier serve` or in `atelier worker`."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import logging
 import time
 from typing import Any
 
@@ -20,12 +21,13 @@ from atelier.server.accounts import Principal
 from atelier.server.errors import APIError, describe_validation
 from atelier.server.jobs import store
 from atelier.server.jobs.tasks import FILES, IMAGE_FIELDS, TASKS, open_inputs, store_images
-from atelier.server.logs import REQUEST_ID
+from atelier.server.logs import LOGGER, REQUEST_ID
 from atelier.server.models import Asset, Job
 from atelier.server.quota import reserve
 from atelier.server.services import Services
 from atelier.server.signing import sign
 
+log = logging.getLogger(LOGGER)
 POLL = 0.25          # seconds between reads of a job another process runs
 
 
@@ -88,6 +90,15 @@ def create(services: Services, principal: Principal, task: str, given: dict[str,
             raise
         return earlier, False
     return job, True
+
+
+async def enqueue(services: Services, job_id: str) -> None:
+    """Hand the written job to the queue. If that fails (Redis is down) the job is still written,
+    so the answer is still 202: the workers hand queued rows over again (queues.RECONCILE_EVERY)."""
+    try:
+        await services.queue.enqueue(job_id)
+    except Exception:
+        log.exception("job %s is written but could not be queued now; a worker will queue it again", job_id)
 
 
 def _by_idempotency_key(session, user_id: int, key: str, request_hash: str) -> Job | None:

@@ -217,7 +217,7 @@ async def _run(request: Request, services: Services, principal: Principal, task:
     """Run the request as a job (its `n` images reserved of the key's daily quota and given back if
     it fails), wait for it, and answer in OpenAI's shape."""
     job, _ = await run_in_threadpool(service.create, services, principal, task, given, pictures=pictures)
-    await services.queue.enqueue(job.id)
+    await service.enqueue(services, job.id)
     job = await service.wait(services, job.id, principal.user_id, None)
     if job.status != store.SUCCEEDED:
         code = (job.error or {}).get("code", "internal_error")

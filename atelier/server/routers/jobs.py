@@ -69,7 +69,7 @@ async def create_job(body: JobBody, request: Request, principal: PrincipalDep, s
     job, created = await run_in_threadpool(service.create, services, principal, body.task, given,
                                            idempotency_key=idempotency_key, webhook_url=body.webhook_url)
     if created:
-        await services.queue.enqueue(job.id)
+        await service.enqueue(services, job.id)
     response = await answer(job, request, services, requested_wait(prefer), created)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
