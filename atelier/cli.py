@@ -495,6 +495,14 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
                                                   "(default ~/.atelier, or $ATELIER_DATA)")
 
 
+def _job_options(parser: argparse.ArgumentParser, redis_help: str) -> None:
+    """The options of a process that runs jobs: atelier serve and atelier worker."""
+    parser.add_argument("--model", type=Path, help="a model folder (default: weights/default)")
+    parser.add_argument("--threads", type=_positive, help="torch CPU threads (default 2)")
+    parser.add_argument("--redis", help=redis_help)
+    parser.add_argument("--max-batch", type=_positive, help="compatible jobs run together, up to this many (default 8)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atelier", description="Atelier: visual generative model stack")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -622,19 +630,13 @@ def build_parser() -> argparse.ArgumentParser:
     _server_options(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=_not_negative, help="port (default 8000)")
-    serve.add_argument("--model", type=Path, help="a model folder (default: weights/default)")
-    serve.add_argument("--threads", type=_positive, help="torch CPU threads (default 2)")
-    serve.add_argument("--redis", help="redis://HOST:PORT/DB: queue jobs on Redis for `atelier worker` processes "
-                                       "(default: this process runs them)")
-    serve.add_argument("--max-batch", type=_positive, help="compatible jobs run together, up to this many (default 8)")
+    _job_options(serve, "redis://HOST:PORT/DB: queue jobs on Redis for `atelier worker` processes (default: this "
+                        "process runs them)")
     serve.set_defaults(run=_serve)
 
     worker = commands.add_parser("worker", help="run the jobs that API servers queue on Redis (atelier serve --redis)")
     _server_options(worker)
-    worker.add_argument("--redis", help="redis://HOST:PORT/DB, the same as the servers' --redis")
-    worker.add_argument("--model", type=Path, help="a model folder (default: weights/default)")
-    worker.add_argument("--threads", type=_positive, help="torch CPU threads (default 2)")
-    worker.add_argument("--max-batch", type=_positive, help="compatible jobs run together, up to this many (default 8)")
+    _job_options(worker, "redis://HOST:PORT/DB, the same as the servers' --redis")
     worker.add_argument("--name", help="this worker's name in job records (default worker-HOST-PID)")
     worker.set_defaults(run=_worker)
 
