@@ -261,6 +261,21 @@ def test_an_edit_job_reads_an_asset_and_a_base64_mask_and_keeps_the_outside(serv
     assert bobs[0] == 400 and "no asset" in bobs[2]["error"]["message"]        # not bob's image
 
 
+def test_a_job_keeps_one_copy_of_its_upload_and_a_replay_none(server, keys):
+    upload = io.BytesIO()
+    Image.new("RGB", (64, 64), "teal").save(upload, format="PNG")
+    inputs = server.settings.data / "assets" / "inputs"
+    before = sorted(inputs.rglob("*.png")) if inputs.exists() else []
+    status, _, answer = call(server, keys["bob"], "POST", "/v1/jobs", {"task": "variation", "input": {
+        "image": base64.b64encode(upload.getvalue()).decode(), "n": 10}}, {"Idempotency-Key": "big"})
+    assert status == 202
+    status, _, answer = call(server, keys["bob"], "POST", "/v1/jobs", {"task": "variation", "input": {
+        "image": base64.b64encode(upload.getvalue()).decode(), "n": 10}}, {"Idempotency-Key": "big"})
+    assert status in (200, 202)
+    until(server, keys["bob"], answer["id"], lambda job: job["status"] == "succeeded")
+    assert len(sorted(inputs.rglob("*.png"))) == len(before) + 1
+
+
 def test_events_stream_progress_until_the_job_ends(server, keys, slow):
     job = submit(server, keys["alice"], steps=30)
     request = urllib.request.Request(f"{server.url}/v1/jobs/{job['id']}/events",

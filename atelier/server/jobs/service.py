@@ -75,6 +75,19 @@ def create(services: Services, principal: Principal, task: str, given: dict[str,
             if name in shown and not str(shown[name]).startswith("img_"):
                 shown[name] = "(uploaded)"
     images = given.get("n", 1)
+    created = False
+    try:
+        job, created = _write(services, principal, job_id, task, shown, images, idempotency_key, request_hash,
+                              webhook_url)
+        return job, created
+    finally:
+        if not created:        # no job of ours, so no one will read them
+            for key in shown.get(FILES, {}).values():
+                services.storage.delete(key)
+
+
+def _write(services: Services, principal: Principal, job_id: str, task: str, shown: dict[str, Any], images: int,
+           idempotency_key: str | None, request_hash: str, webhook_url: str | None) -> tuple[Job, bool]:
     try:
         with services.db.session() as session:
             day = reserve(session, principal.key_id, images, services.settings.daily_quota)
