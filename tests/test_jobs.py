@@ -350,3 +350,16 @@ def test_the_images_endpoints_run_as_jobs(server, keys):
     latest = call(server, keys["alice"], "GET", "/v1/jobs?limit=1")[2]["data"][0]
     assert latest["task"] == "text_to_image" and latest["input"]["prompt"] == "a blue circle"
     assert latest["status"] == "succeeded"
+
+
+def test_a_job_over_the_daily_quota_is_a_429_and_leaves_no_files(pipe, tmp_path_factory):
+    live = start_server(ServerSettings(data=tmp_path_factory.mktemp("quota"), threads=1, daily_quota=1), pipe)
+    try:
+        upload = io.BytesIO()
+        Image.new("RGB", (64, 64), "teal").save(upload, format="PNG")
+        status, _, answer = call(live, live.add_user("dora"), "POST", "/v1/jobs", {"task": "variation", "input": {
+            "image": base64.b64encode(upload.getvalue()).decode(), "n": 2}})
+        assert status == 429 and answer["error"]["code"] == "daily_quota_exceeded"
+        assert not list((live.settings.data / "assets").rglob("*.png"))
+    finally:
+        live.stop()
