@@ -65,7 +65,7 @@ def create(services: Services, principal: Principal, task: str, given: dict[str,
     job_id = store.new_id("job")
     if pictures is None and "image" in given:
         try:
-            pictures = open_inputs(task, given, lambda asset_id: _read_asset(services, principal, asset_id))
+            pictures = open_inputs(task, given, lambda asset_id: read_asset(services, principal, asset_id))
         except ImageInputError as error:
             raise APIError(400, str(error), "input.image", "invalid_image") from None
     shown = dict(given)
@@ -109,7 +109,7 @@ def _by_idempotency_key(session, user_id: int, key: str, request_hash: str) -> J
     return job
 
 
-def _read_asset(services: Services, principal: Principal, asset_id: str) -> bytes:
+def read_asset(services: Services, principal: Principal, asset_id: str) -> bytes:
     with services.db.session() as session:
         asset = session.get(Asset, asset_id)
         if asset is None or asset.user_id != principal.user_id:
