@@ -139,11 +139,13 @@ async def wait(services: Services, job_id: str, user_id: int, timeout: float | N
 
 
 def render(job: Job, services: Services, base: str) -> dict[str, Any]:
-    """A job as the API shows it; its images as signed links."""
+    """A job as the API shows it; its images as signed links with their generation metadata
+    (seed, steps, ...; None for jobs finished before it was kept)."""
     output = None
     if job.result is not None:
-        output = {"images": [{"id": asset_id, "url": asset_url(services, base, asset_id)}
-                             for asset_id in job.result.get("assets", [])]}
+        infos = job.result.get("metadata") or [None] * len(job.result.get("assets", []))
+        output = {"images": [{"id": asset_id, "url": asset_url(services, base, asset_id), "metadata": info}
+                             for asset_id, info in zip(job.result.get("assets", []), infos)]}
     return {
         "id": job.id, "object": "job", "task": job.task, "status": job.status, "progress": round(job.progress, 4),
         "input": {name: value for name, value in job.input.items() if name != FILES},
