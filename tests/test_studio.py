@@ -30,7 +30,8 @@ def server(folder, tmp_path_factory):
     from atelier.pipeline import Atelier
 
     torch.set_num_threads(1)
-    settings = ServerSettings(data=tmp_path_factory.mktemp("studio"), threads=1, rate_limit=100_000)
+    settings = ServerSettings(data=tmp_path_factory.mktemp("studio"), threads=1, rate_limit=100_000,
+                              signup_attempts=100)
     live = start_server(settings, Atelier.from_pretrained(folder))
     yield live
     live.stop()

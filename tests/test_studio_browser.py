@@ -34,7 +34,8 @@ def _playwright_or_skip():
         sync_playwright = None
         problems.append("playwright is not installed (pip install 'playwright>=1.50,<2'; no `playwright install`)")
     if problems:
-        message = "THE STUDIO BROWSER TESTS DID NOT RUN: " + "; ".join(problems) + ". scripts/setup.sh --dev installs both."
+        message = ("THE STUDIO BROWSER TESTS DID NOT RUN: " + "; ".join(problems) +
+                   ". scripts/setup.sh --dev installs both.")
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)

@@ -41,7 +41,7 @@ from atelier.server.worker import Worker
 
 log = logging.getLogger(LOGGER)
 STUDIO = Path(__file__).resolve().parent / "studio"     # the studio's page, scripts and styles
-LOGIN_ATTEMPTS, LOGIN_WINDOW = 10, 300.0                # studio sign-ins per name and address per 5 minutes
+ATTEMPT_WINDOW = 300.0     # seconds: settings.login_attempts and signup_attempts are counted over it
 
 
 def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
@@ -53,8 +53,10 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
                         storage=LocalStorage(settings.data / "assets"), limiter=limiter, metrics=metrics,
                         worker=Worker(metrics, settings.threads), secret=settings.signing_secret(),
                         changes=Changes())
-    services.login_limiter = (RedisRateLimiter(settings.redis, LOGIN_ATTEMPTS, LOGIN_WINDOW, "atelier:login:")
-                              if settings.redis else RateLimiter(LOGIN_ATTEMPTS, LOGIN_WINDOW))
+    services.login_limiter, services.signup_limiter = (
+        RedisRateLimiter(settings.redis, limit, ATTEMPT_WINDOW, f"atelier:{name}:") if settings.redis
+        else RateLimiter(limit, ATTEMPT_WINDOW)
+        for name, limit in (("login", settings.login_attempts), ("signup", settings.signup_attempts)))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -96,6 +98,7 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
             services.worker.close()
             services.limiter.close()
             services.login_limiter.close()
+            services.signup_limiter.close()
             services.db.close()
 
     app = FastAPI(title="Atelier API", version="1", lifespan=lifespan,

@@ -4,7 +4,8 @@ token the page sends back in X-CSRF-Token), and the user's own API keys.
 Signing in sets the `atelier_session` cookie: HttpOnly (no script reads it), SameSite=Lax,
 Path=/, Secure over https, 14 days. The studio then uses the same /v1 API as any client, the
 cookie standing in for a Bearer key (atelier.server.deps). Sign-in attempts are limited per name
-and address (10 per 5 minutes), and a wrong name gets the same answer as a wrong password."""
+and address (settings.login_attempts per 5 minutes, 10), accounts made per address
+(settings.signup_attempts, 20), and a wrong name gets the same answer as a wrong password."""
 
 from __future__ import annotations
 
@@ -55,10 +56,10 @@ def _set_cookie(response: Response, request: Request, token: str) -> None:
                         samesite="lax", secure=secure)
 
 
-def _limit_attempts(request: Request, services, what: str) -> None:
+def _limit_attempts(request: Request, limiter, what: str) -> None:
     address = request.client.host if request.client else "?"
     try:
-        wait = services.login_limiter.acquire(f"{what.lower()}|{address}")
+        wait = limiter.acquire(f"{what.lower()}|{address}")
     except LimiterUnavailable:
         raise APIError(503, "Signing in is briefly unavailable; try again in a few seconds.",
                        code="service_unavailable", headers={"Retry-After": "5"}) from None
@@ -72,7 +73,7 @@ def _limit_attempts(request: Request, services, what: str) -> None:
 @router.post("/signup", status_code=201, responses={409: ERRORS[400], **ERRORS})
 def sign_up(body: Credentials, request: Request, response: Response, services: ServicesDep) -> dict[str, Any]:
     """Make an account and sign in (sets the session cookie)."""
-    _limit_attempts(request, services, "signup")     # accounts made per address
+    _limit_attempts(request, services.signup_limiter, "signup")     # accounts made per address
     name = body.name.strip()
     try:
         accounts.check_new_account(name, body.password)
@@ -92,7 +93,7 @@ def sign_up(body: Credentials, request: Request, response: Response, services: S
 def sign_in(body: Credentials, request: Request, response: Response, services: ServicesDep) -> dict[str, Any]:
     """Sign in with a name and password (sets the session cookie)."""
     name = body.name.strip()
-    _limit_attempts(request, services, f"login|{name}")
+    _limit_attempts(request, services.login_limiter, f"login|{name}")
     with services.db.session() as session:
         user = accounts.check_password(session, name, body.password)
         if user is None:

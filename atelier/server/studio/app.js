@@ -178,12 +178,14 @@ function tile(item, { showPrompt = false } = {}) {
   const meta = item.metadata || {};
   const kind = meta.task && meta.task !== "text_to_image" ? `${TASK_NAMES[meta.task] || meta.task} · ` : "";
   const compare = el("button", {
-    type: "button", class: "toggle small", "aria-pressed": String(isCompared(item.id)), "data-compare": item.id,
+    type: "button", class: "toggle small compare-pick", "aria-pressed": String(isCompared(item.id)), "data-compare": item.id,
     title: "Select for side-by-side comparison", onclick: () => toggleCompare(item),
   }, "Compare");
   return el("figure", { class: "tile", "data-id": item.id },
-    el("img", { src: item.url, alt: meta.prompt ? `Image: ${meta.prompt}` : "Generated image", loading: "lazy",
-      draggable: "false" }),
+    el("div", { class: "tile-image" },
+      el("img", { src: item.url, alt: meta.prompt ? `Image: ${meta.prompt}` : "Generated image", loading: "lazy",
+        draggable: "false" }),
+      compare),
     el("figcaption", {},
       showPrompt ? el("div", { class: "prompt-line", title: meta.prompt || "" }, meta.prompt || "(no prompt)") : null,
       el("div", { class: "meta", title: meta.prompt || "" }, `${kind}${describe(meta)}`),
@@ -192,8 +194,7 @@ function tile(item, { showPrompt = false } = {}) {
           disabled: meta.seed === undefined, onclick: () => useSeed(meta) }, "Use seed"),
         el("a", { class: "button small", href: `/v1/assets/${item.id}?download=1`, download: "",
           title: "Download the PNG with its generation settings" }, "Download"),
-        el("button", { type: "button", class: "small", onclick: () => openInEditor(item) }, "Edit"),
-        compare)));
+        el("button", { type: "button", class: "small", onclick: () => openInEditor(item) }, "Edit"))));
 }
 
 function placeholder() {
