@@ -38,3 +38,17 @@ if [[ -n "$extras" ]] && ! command -v redis-server >/dev/null; then
              "root on Debian: apt-get install redis-server). THE REDIS TESTS WILL SKIP." >&2
     fi
 fi
+# The studio's browser tests (tests/test_studio_browser.py) drive Debian's chromium through Playwright
+# (the [dev] extra; never `playwright install`, which downloads a browser). Same pattern as redis-server.
+if [[ -n "$extras" ]] && [[ ! -x /usr/bin/chromium ]]; then
+    if [[ "$(id -u)" == 0 && -e /etc/debian_version ]]; then
+        log=$(mktemp)
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+              apt-get install -y -qq --no-install-recommends chromium; } >"$log" 2>&1 || tail -n 20 "$log" >&2
+        rm -f "$log"
+    fi
+    if [[ ! -x /usr/bin/chromium ]]; then
+        echo "setup: WARNING: /usr/bin/chromium is not installed and --dev could not install it (it does so as" \
+             "root on Debian: apt-get install chromium). THE STUDIO BROWSER TESTS WILL SKIP." >&2
+    fi
+fi

@@ -29,6 +29,16 @@ if TYPE_CHECKING:
 SUBJECT_MARGIN = 2 / 64   # of the image's shorter side: how far replace_subject's region reaches past the object
 
 
+class NoSubjectError(ValueError):
+    """The segmenter found no subject, so there is no automatic region; paint one instead."""
+
+
+@dataclass(frozen=True)
+class AutomaticRegion:
+    region: np.ndarray     # bool [H, W], True = the area to redraw
+    objects: int           # the objects the segmenter found (split_objects)
+
+
 @dataclass(frozen=True)
 class EditResult:
     """What an edit made. `images` have the source's size and equal it outside `mask`; when both
@@ -90,27 +100,37 @@ class EditingMixin:
         """Redraw everything but the subject, found by the segmenter (atelier.segment); the
         result's mask shows what was taken for background, to check and refine with edit()."""
         picture = open_image(image)
-        subject = self._subject(picture)
-        if not subject.any():
-            raise ValueError("no subject was found in the image, so there is no background to tell apart; "
-                             "paint the area to replace and use edit() (atelier edit IMAGE --mask MASK.png)")
-        # Not grown: a kept ring of the old background would outline every object in the result.
-        return self.edit(picture, ~subject, prompt, task="replace_background", **settings)
+        region = self.automatic_region(picture, "background").region
+        return self.edit(picture, region, prompt, task="replace_background", **settings)
 
     def replace_subject(self, image: ImageInput, prompt: str, which: int | tuple[float, float] | None = None,
                         **settings) -> EditResult:
         """Redraw the subject, found by the segmenter: all objects together, or with `which` one of
         them, by index (0 is the largest) or by an (x, y) point in pixels on or near it."""
+        picture = open_image(image)
+        region = self.automatic_region(picture, "subject", which).region
+        return self.edit(picture, region, prompt, task="replace_subject", **settings)
+
+    def automatic_region(self, image: ImageInput, kind: str,
+                         which: int | tuple[float, float] | None = None) -> AutomaticRegion:
+        """The region replace_background ("background") or replace_subject ("subject", `which`
+        as there) would redraw, found by the segmenter: the one implementation both they and the
+        API's POST /v1/masks use. NoSubjectError when the segmenter finds no subject."""
         from atelier.segment.masks import pick_object, split_objects
 
-        picture = open_image(image)
-        subject = self._subject(picture)
+        if kind not in ("background", "subject"):
+            raise ValueError(f"kind must be 'background' or 'subject', got {kind!r}")
+        subject = self._subject(open_image(image))
         if not subject.any():
-            raise ValueError("no subject was found in the image; paint the area to replace and use edit() "
-                             "(atelier edit IMAGE --mask MASK.png)")
-        chosen = subject if which is None else pick_object(split_objects(subject), which)
-        region = _grow(chosen, _margin(subject.shape))   # grown: no rim of the old object may stay
-        return self.edit(picture, region, prompt, task="replace_subject", **settings)
+            what = ", so there is no background to tell apart" if kind == "background" else ""
+            raise NoSubjectError(f"no subject was found in the image{what}; paint the area to replace and use "
+                                 "edit() (atelier edit IMAGE --mask MASK.png)")
+        objects = split_objects(subject)
+        if kind == "background":
+            # Not grown: a kept ring of the old background would outline every object in the result.
+            return AutomaticRegion(~subject, len(objects))
+        chosen = subject if which is None else pick_object(objects, which)
+        return AutomaticRegion(_grow(chosen, _margin(subject.shape)), len(objects))   # grown: no rim may stay
 
     def outpaint(self, image: ImageInput, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0,
                  prompt: str = "", **settings) -> EditResult:

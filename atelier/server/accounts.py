@@ -1,23 +1,34 @@
-"""Users and API keys: creating, revoking and looking up, shared by the CLI and the server.
+"""Users and API keys: creating, revoking and looking up, shared by the CLI and the server; and the
+studio's accounts: passwords (argon2id) and browser sessions.
 
 A key is `atl_` and 43 URL-safe characters (256 random bits). It is shown once, when made; the
-database keeps its SHA-256 and its first 12 characters (the prefix) to name it.
+database keeps its SHA-256 and its first 12 characters (the prefix) to name it. A session token
+is 256 random bits too, kept the same way; a session acts as its user's "studio" key.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from atelier.server.models import ApiKey, User, utcnow
+from atelier.server.models import ApiKey, BrowserSession, User, utcnow
 
 KEY_PREFIX = "atl_"
 PREFIX_LENGTH = 12
 SCOPES = ("user", "admin")
+STUDIO_LABEL = "studio"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{3,40}$")
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+SESSION_DAYS = 14
+SEEN_EVERY = dt.timedelta(minutes=5)      # last_seen is written at most this often per session
 
 
 class AccountError(ValueError):
@@ -51,7 +62,8 @@ def create_user(session: Session, name: str) -> User:
     return user
 
 
-def create_key(session: Session, user_name: str, scope: str = "user") -> tuple[ApiKey, str]:
+def create_key(session: Session, user_name: str, scope: str = "user",
+               label: str | None = None) -> tuple[ApiKey, str]:
     """A new key for the user: (its row, its text). The text is not stored and cannot be shown again."""
     if scope not in SCOPES:
         raise AccountError(f"unknown scope {scope!r}; choose {' or '.join(SCOPES)}")
@@ -59,7 +71,7 @@ def create_key(session: Session, user_name: str, scope: str = "user") -> tuple[A
     if user is None:
         raise AccountError(f"no user named {user_name!r}; create one with atelier users create {user_name}")
     text = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(user_id=user.id, prefix=text[:PREFIX_LENGTH], hash=hash_key(text), scope=scope)
+    key = ApiKey(user_id=user.id, prefix=text[:PREFIX_LENGTH], hash=hash_key(text), scope=scope, label=label)
     session.add(key)
     session.flush()
     return key, text
@@ -95,3 +107,109 @@ def list_keys(session: Session, user_name: str | None = None) -> list[tuple[ApiK
 
 def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.id)))
+
+
+# --- the studio: passwords and browser sessions -------------------------------------------------
+
+def _hasher():
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()     # argon2id, the library's (RFC 9106 low-memory) parameters
+
+
+# Verified against when the name is unknown, so a wrong name takes as long as a wrong password.
+_DUMMY_HASH: list[str] = []
+
+
+def check_new_account(name: str, password: str) -> None:
+    """AccountError in plain words for a name or password the studio does not accept."""
+    if not NAME_PATTERN.match(name):
+        raise AccountError("A user name has 3 to 40 characters: letters, digits, '_', '.' or '-'.")
+    if len(password) < MIN_PASSWORD:
+        raise AccountError(f"A password needs at least {MIN_PASSWORD} characters.")
+    if len(password) > MAX_PASSWORD:
+        raise AccountError(f"A password has at most {MAX_PASSWORD} characters.")
+
+
+def sign_up(session: Session, name: str, password: str) -> User:
+    """A new user with a password and a studio key (whose text is never shown); AccountError when
+    the name or password is refused or the name is taken."""
+    check_new_account(name, password)
+    if session.scalar(select(User).where(User.name == name)) is not None:
+        raise AccountError(f"The name {name!r} is taken; choose another.")
+    user = create_user(session, name)
+    user.password_hash = _hasher().hash(password)
+    create_key(session, name, "user", STUDIO_LABEL)
+    return user
+
+
+def check_password(session: Session, name: str, password: str) -> User | None:
+    """The user when the name and password match, else None (the same for an unknown name)."""
+    from argon2.exceptions import InvalidHashError, VerificationError
+
+    hasher = _hasher()
+    user = session.scalar(select(User).where(User.name == name)) if len(password) <= MAX_PASSWORD else None
+    stored = user.password_hash if user is not None else None
+    if stored is None:
+        if not _DUMMY_HASH:
+            _DUMMY_HASH.append(hasher.hash(secrets.token_hex(16)))
+        stored, user = _DUMMY_HASH[0], None
+    try:
+        hasher.verify(stored, password[:MAX_PASSWORD])
+    except (VerificationError, InvalidHashError):
+        return None
+    if user is not None and hasher.check_needs_rehash(stored):
+        user.password_hash = hasher.hash(password)
+    return user
+
+
+def studio_key(session: Session, user: User) -> ApiKey:
+    """The user's studio key, made again if it was revoked (the CLI can revoke any key)."""
+    key = session.scalar(select(ApiKey).where(ApiKey.user_id == user.id, ApiKey.label == STUDIO_LABEL,
+                                              ApiKey.revoked.is_(None)).order_by(ApiKey.id))
+    return key if key is not None else create_key(session, user.name, "user", STUDIO_LABEL)[0]
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    principal: Principal
+    csrf: str
+    expires: dt.datetime
+
+
+def open_session(session: Session, user: User) -> tuple[str, SessionInfo]:
+    """A new browser session for the user: (the cookie's token, shown only here; the session)."""
+    key = studio_key(session, user)
+    session.query(BrowserSession).filter(BrowserSession.expires <= utcnow()).delete()    # the long expired
+    token, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), utcnow()
+    row = BrowserSession(token_hash=hash_key(token), user_id=user.id, key_id=key.id, csrf=csrf, created=now,
+                         expires=now + dt.timedelta(days=SESSION_DAYS), last_seen=now)
+    session.add(row)
+    session.flush()
+    return token, SessionInfo(Principal(key.id, key.prefix, key.scope, user.id, user.name), csrf, row.expires)
+
+
+def find_session(session: Session, token: str) -> SessionInfo | None:
+    """The live session of a cookie's token; None for an unknown, expired or ended one, or one
+    whose studio key was revoked."""
+    if not token or len(token) > 100:
+        return None
+    now = utcnow()
+    row = session.execute(select(BrowserSession, ApiKey, User).join(ApiKey, BrowserSession.key_id == ApiKey.id)
+                          .join(User, BrowserSession.user_id == User.id)
+                          .where(BrowserSession.token_hash == hash_key(token), BrowserSession.expires > now,
+                                 ApiKey.revoked.is_(None))).first()
+    if row is None:
+        return None
+    browser, key, user = row
+    if now - browser.last_seen > SEEN_EVERY:
+        browser.last_seen = now
+    return SessionInfo(Principal(key.id, key.prefix, key.scope, user.id, user.name), browser.csrf, browser.expires)
+
+
+def close_session(session: Session, token: str) -> None:
+    session.query(BrowserSession).filter(BrowserSession.token_hash == hash_key(token)).delete()
+
+
+def csrf_matches(expected: str, given: str | None) -> bool:
+    return given is not None and hmac.compare_digest(expected.encode(), given.encode())

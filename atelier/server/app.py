@@ -16,6 +16,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -33,12 +34,14 @@ from atelier.server.limits import RateLimiter, RedisRateLimiter
 from atelier.server.logs import LOGGER
 from atelier.server.metrics import Metrics
 from atelier.server.middleware import BodyLimit, Observe
-from atelier.server.routers import assets, health, images, jobs, models, usage
+from atelier.server.routers import assets, health, images, jobs, masks, models, studio, usage
 from atelier.server.services import Services
 from atelier.server.storage import LocalStorage
 from atelier.server.worker import Worker
 
 log = logging.getLogger(LOGGER)
+STUDIO = Path(__file__).resolve().parent / "studio"     # the studio's page, scripts and styles
+ATTEMPT_WINDOW = 300.0     # seconds: settings.login_attempts and signup_attempts are counted over it
 
 
 def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
@@ -50,6 +53,10 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
                         storage=LocalStorage(settings.data / "assets"), limiter=limiter, metrics=metrics,
                         worker=Worker(metrics, settings.threads), secret=settings.signing_secret(),
                         changes=Changes())
+    services.login_limiter, services.signup_limiter = (
+        RedisRateLimiter(settings.redis, limit, ATTEMPT_WINDOW, f"atelier:{name}:") if settings.redis
+        else RateLimiter(limit, ATTEMPT_WINDOW)
+        for name, limit in (("login", settings.login_attempts), ("signup", settings.signup_attempts)))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -90,6 +97,8 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
             await webhooks
             services.worker.close()
             services.limiter.close()
+            services.login_limiter.close()
+            services.signup_limiter.close()
             services.db.close()
 
     app = FastAPI(title="Atelier API", version="1", lifespan=lifespan,
@@ -97,8 +106,10 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
     app.state.services = services
     errors.install(app)
     app.openapi = lambda: _openapi(app)
-    for router in (images.router, jobs.router, models.router, assets.router, usage.router, health.router):
+    for router in (images.router, jobs.router, models.router, assets.router, masks.router, usage.router,
+                   health.router, studio.router):
         app.include_router(router)
+    mount_studio(app)
     # outermost last: CORS answers preflights, Observe sees every request, BodyLimit guards the rest
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     if settings.cors_origins:
@@ -107,6 +118,24 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
                            expose_headers=["X-Request-ID", "Retry-After"])
     app.add_middleware(Observe, metrics=metrics)
     return app
+
+
+def mount_studio(app: FastAPI) -> None:
+    """The studio's page at / and its files at /studio/static/: plain HTML, CSS and JavaScript modules,
+    nothing fetched from elsewhere (the Content-Security-Policy allows this origin only)."""
+    from fastapi.responses import FileResponse
+    from fastapi.staticfiles import StaticFiles
+
+    headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+               "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+                                          "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
+                                          "base-uri 'none'; form-action 'self'"}
+
+    @app.get("/", include_in_schema=False)
+    def studio_page() -> FileResponse:
+        return FileResponse(STUDIO / "index.html", media_type="text/html", headers=headers)
+
+    app.mount("/studio/static", StaticFiles(directory=STUDIO), name="studio")
 
 
 def webhook_sender(services: Services) -> WebhookSender:

@@ -52,6 +52,8 @@ class ServerSettings:
     webhook_attempts: int = 8            # tries per webhook, 1 s, 2 s, 4 s ... apart
     webhook_retry_delay: float = 1.0     # seconds before the second try; doubled for each next one
     webhook_allow_private: bool = False  # allow webhooks to loopback and private addresses (tests, intranets)
+    login_attempts: int = 10             # studio sign-ins per name and address per 5 minutes
+    signup_attempts: int = 20            # studio accounts made per address per 5 minutes
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(self.data).expanduser())      # a str from a caller is fine too

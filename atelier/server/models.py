@@ -19,13 +19,15 @@ class Base(DeclarativeBase):
 
 
 class User(Base):
-    """Someone who owns keys and images; the studio's sign-in will attach to this row."""
+    """Someone who owns keys and images. `password_hash` (argon2id) is set for those who signed up in
+    the studio; users made with `atelier users create` have none and sign in with keys only."""
 
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class ApiKey(Base):
@@ -41,6 +43,24 @@ class ApiKey(Base):
     scope: Mapped[str] = mapped_column(String(16))
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     revoked: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    label: Mapped[str | None] = mapped_column(String(40), nullable=True)   # "studio": the key sessions act as
+
+
+class BrowserSession(Base):
+    """A signed-in studio browser. The cookie holds a random 256-bit token; only its SHA-256 is kept.
+    The session acts as the user's studio key (`key_id`), so quotas, usage and rate limits count as
+    for any key; `csrf` must come back in X-CSRF-Token on every request that changes something."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires: Mapped[dt.datetime] = mapped_column(DateTime)
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Asset(Base):

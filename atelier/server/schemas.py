@@ -96,6 +96,7 @@ class AssetCard(BaseModel):
 class AssetList(BaseModel):
     object: Literal["list"] = "list"
     data: list[AssetCard]
+    has_more: bool = False
 
 
 class UsageRecord(BaseModel):

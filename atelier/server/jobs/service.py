@@ -65,7 +65,7 @@ def create(services: Services, principal: Principal, task: str, given: dict[str,
     job_id = store.new_id("job")
     if pictures is None and "image" in given:
         try:
-            pictures = open_inputs(task, given, lambda asset_id: _read_asset(services, principal, asset_id))
+            pictures = open_inputs(task, given, lambda asset_id: read_asset(services, principal, asset_id))
         except ImageInputError as error:
             raise APIError(400, str(error), "input.image", "invalid_image") from None
     shown = dict(given)
@@ -122,7 +122,7 @@ def _by_idempotency_key(session, user_id: int, key: str, request_hash: str) -> J
     return job
 
 
-def _read_asset(services: Services, principal: Principal, asset_id: str) -> bytes:
+def read_asset(services: Services, principal: Principal, asset_id: str) -> bytes:
     with services.db.session() as session:
         asset = session.get(Asset, asset_id)
         if asset is None or asset.user_id != principal.user_id:
@@ -152,11 +152,13 @@ async def wait(services: Services, job_id: str, user_id: int, timeout: float | N
 
 
 def render(job: Job, services: Services, base: str) -> dict[str, Any]:
-    """A job as the API shows it; its images as signed links."""
+    """A job as the API shows it; its images as signed links with their generation metadata
+    (seed, steps, ...; None for jobs finished before it was kept)."""
     output = None
     if job.result is not None:
-        output = {"images": [{"id": asset_id, "url": asset_url(services, base, asset_id)}
-                             for asset_id in job.result.get("assets", [])]}
+        infos = job.result.get("metadata") or [None] * len(job.result.get("assets", []))
+        output = {"images": [{"id": asset_id, "url": asset_url(services, base, asset_id), "metadata": info}
+                             for asset_id, info in zip(job.result.get("assets", []), infos)]}
     return {
         "id": job.id, "object": "job", "task": job.task, "status": job.status, "progress": round(job.progress, 4),
         "input": {name: value for name, value in job.input.items() if name != FILES},

@@ -98,7 +98,7 @@ def succeed(db: Database, storage: Storage, job_id: str, images: list[Image.Imag
         job = _end(session, job_id, SUCCEEDED, (RUNNING,))
         if job is None:
             return False
-        assets = []
+        assets, infos = [], []
         for image in images:
             info = image.info["atelier"]
             asset = Asset(id=new_id("img"), user_id=job.user_id, kind=info.task, info=info.to_dict())
@@ -106,7 +106,8 @@ def succeed(db: Database, storage: Storage, job_id: str, images: list[Image.Imag
             storage.put(asset.path, png_bytes(image, info))
             session.add(asset)
             assets.append(asset.id)
-        job.result = {"assets": assets}
+            infos.append(asset.info)
+        job.result = {"assets": assets, "metadata": infos}
         return True
 
 

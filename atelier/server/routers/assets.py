@@ -1,4 +1,5 @@
-"""GET /v1/assets (the caller's images) and GET /v1/assets/{id} (one image file).
+"""GET /v1/assets (the caller's images: newest first, searchable by prompt, paged with `before`) and
+GET /v1/assets/{id} (one image file; `download=1` names it as an attachment).
 
 An image is returned to its owner's key, or to anyone holding a signed link that has not expired
 (the url of a `response_format=url` answer). Everyone else gets the same 404 as for an id that does
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from atelier.server.deps import Credentials, PrincipalDep, ServicesDep, SessionDep, identify
 from atelier.server.errors import APIError
@@ -33,14 +34,27 @@ log = logging.getLogger(LOGGER)
 
 @router.get("", response_model=AssetList, responses=ERRORS)
 def list_assets(request: Request, principal: PrincipalDep, services: ServicesDep, session: SessionDep,
-                limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
-    """The caller's user's images, newest first."""
-    rows = session.scalars(select(Asset).where(Asset.user_id == principal.user_id)
-                           .order_by(Asset.created.desc(), Asset.id).limit(limit))
+                limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                q: Annotated[str | None, Query(max_length=200, description="words in the prompt (any case)")] = None,
+                before: Annotated[str | None, Query(max_length=40, description="an asset id: list older ones")] = None,
+                ) -> dict[str, Any]:
+    """The caller's user's images, newest first; `q` keeps those whose prompt contains it."""
+    query = select(Asset).where(Asset.user_id == principal.user_id)
+    if q:
+        escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(func.lower(Asset.info["prompt"].as_string()).like(f"%{escaped}%", escape="\\"))
+    if before is not None:
+        cursor = session.get(Asset, before)
+        if cursor is None or cursor.user_id != principal.user_id:
+            raise APIError(400, f"'before' names no image of yours: {before}", "before", "invalid_value")
+        query = query.where((Asset.created < cursor.created) | ((Asset.created == cursor.created) &
+                                                                (Asset.id < cursor.id)))
+    rows = list(session.scalars(query.order_by(Asset.created.desc(), Asset.id.desc()).limit(limit + 1)))
     base = services.settings.public_url or str(request.base_url)
-    return {"object": "list", "data": [
+    return {"object": "list", "has_more": len(rows) > limit, "data": [
         {"id": asset.id, "object": "asset", "created": int(asset.created.replace(tzinfo=dt.UTC).timestamp()),
-         "kind": asset.kind, "url": asset_url(services, base, asset.id), "metadata": asset.info} for asset in rows]}
+         "kind": asset.kind, "url": asset_url(services, base, asset.id), "metadata": asset.info}
+        for asset in rows[:limit]]}
 
 
 @router.get("/{asset_id}", response_class=Response, responses={
@@ -48,7 +62,9 @@ def list_assets(request: Request, principal: PrincipalDep, services: ServicesDep
 async def get_asset(asset_id: Annotated[str, PathParam(max_length=40)], request: Request, services: ServicesDep,
                     credentials: Credentials,
                     expires: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-                    signature: Annotated[str | None, Query(max_length=128)] = None) -> Response:
+                    signature: Annotated[str | None, Query(max_length=128)] = None,
+                    download: Annotated[bool, Query(description="as an attachment named atelier-SEED-ID.png")] = False,
+                    ) -> Response:
     if expires is not None or signature is not None:
         if expires is None or signature is None or not signature_matches(services.secret, asset_id, expires,
                                                                           signature):
@@ -58,7 +74,7 @@ async def get_asset(asset_id: Annotated[str, PathParam(max_length=40)], request:
         owner = None
     else:
         owner = (await run_in_threadpool(identify, request, services, credentials)).user_id
-    path = await run_in_threadpool(_find, services, asset_id, owner)
+    path, info = await run_in_threadpool(_find, services, asset_id, owner)
     try:
         data = await run_in_threadpool(services.storage.get, path)
     except FileNotFoundError:
@@ -66,13 +82,18 @@ async def get_asset(asset_id: Annotated[str, PathParam(max_length=40)], request:
                   extra={"request_id": getattr(request.state, "request_id", None), "asset_id": asset_id})
         raise APIError(404, f"the image file of asset {asset_id} is missing on the server; make the image again",
                        code="asset_file_missing") from None
-    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    headers = {"Cache-Control": "private, max-age=3600"}
+    if download:
+        seed = info.get("seed")
+        name = f"atelier-{seed}-{asset_id}.png" if isinstance(seed, int) else f"atelier-{asset_id}.png"
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return Response(data, media_type="image/png", headers=headers)
 
 
-def _find(services, asset_id: str, owner: int | None) -> str:
-    """The asset's storage key, or the 404 of an asset that does not exist or is not the owner's."""
+def _find(services, asset_id: str, owner: int | None) -> tuple[str, dict[str, Any]]:
+    """The asset's storage key and metadata, or the 404 of an asset that does not exist or is not the owner's."""
     with services.db.session() as session:
         asset = session.get(Asset, asset_id)
         if asset is None or (owner is not None and asset.user_id != owner):
             raise APIError(404, NOT_FOUND, code="not_found")
-        return asset.path
+        return asset.path, asset.info or {}
