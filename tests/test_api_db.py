@@ -45,7 +45,8 @@ def test_the_migrations_build_exactly_the_models_tables(tmp_path):
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
         assert differences == []
-        assert set(inspect(connection).get_table_names()) == {"users", "api_keys", "assets", "usage", "jobs",
+        assert set(inspect(connection).get_table_names()) == {"users", "api_keys", "assets", "usage", "jobs", "likes",
+                                                               "reports", "feedback",
                                                                "alembic_version"}
     engine.dispose()
 

@@ -33,7 +33,7 @@ from atelier.server.limits import RateLimiter, RedisRateLimiter
 from atelier.server.logs import LOGGER
 from atelier.server.metrics import Metrics
 from atelier.server.middleware import BodyLimit, Observe
-from atelier.server.routers import assets, health, images, jobs, models, usage
+from atelier.server.routers import assets, community, health, images, jobs, models, usage
 from atelier.server.services import Services
 from atelier.server.storage import LocalStorage
 from atelier.server.worker import Worker
@@ -44,12 +44,13 @@ log = logging.getLogger(LOGGER)
 def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
     """The API for `settings`; `pipeline` (an atelier.pipeline.Atelier) skips loading settings.model."""
     metrics = Metrics()
-    limiter = RedisRateLimiter(settings.redis, settings.rate_limit, settings.rate_window) if settings.redis else \
-        RateLimiter(settings.rate_limit, settings.rate_window)
     services = Services(settings=settings, db=Database(settings.database_url),
-                        storage=LocalStorage(settings.data / "assets"), limiter=limiter, metrics=metrics,
-                        worker=Worker(metrics, settings.threads), secret=settings.signing_secret(),
-                        changes=Changes())
+                        storage=LocalStorage(settings.data / "assets"),
+                        limiter=rate_limiter(settings, settings.rate_limit, settings.rate_window, "requests"),
+                        metrics=metrics, worker=Worker(metrics, settings.threads), secret=settings.signing_secret(),
+                        changes=Changes(),
+                        actions={action: rate_limiter(settings, getattr(settings, f"{action}_limit"), 3600.0, action)
+                                 for action in ("publish", "like", "report")})
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -89,7 +90,8 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
                     log.warning("put %d running job(s) back in the queue: %s", len(requeued), ", ".join(requeued))
             await webhooks
             services.worker.close()
-            services.limiter.close()
+            for limiter in (services.limiter, *services.actions.values()):
+                limiter.close()
             services.db.close()
 
     app = FastAPI(title="Atelier API", version="1", lifespan=lifespan,
@@ -97,7 +99,8 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
     app.state.services = services
     errors.install(app)
     app.openapi = lambda: _openapi(app)
-    for router in (images.router, jobs.router, models.router, assets.router, usage.router, health.router):
+    for router in (images.router, jobs.router, models.router, assets.router, community.router, usage.router,
+                   health.router):
         app.include_router(router)
     # outermost last: CORS answers preflights, Observe sees every request, BodyLimit guards the rest
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
@@ -107,6 +110,13 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
                            expose_headers=["X-Request-ID", "Retry-After"])
     app.add_middleware(Observe, metrics=metrics)
     return app
+
+
+def rate_limiter(settings: ServerSettings, limit: int, window: float, name: str) -> RateLimiter | RedisRateLimiter:
+    """A sliding-window limit, in Redis when the servers share one (settings.redis), else in memory."""
+    if settings.redis:
+        return RedisRateLimiter(settings.redis, limit, window, prefix=f"atelier:ratelimit:{name}:")
+    return RateLimiter(limit, window)
 
 
 def webhook_sender(services: Services) -> WebhookSender:

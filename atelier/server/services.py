@@ -26,6 +26,7 @@ class Services:
     worker: Worker
     secret: bytes = field(repr=False)
     changes: Changes
+    actions: dict[str, RateLimiter | RedisRateLimiter] = field(default_factory=dict)   # publish, like, report
     pipeline: Any = None        # atelier.pipeline.Atelier, set once the lifespan has loaded it
     queue: Queue | None = None  # set by the lifespan: embedded, or Redis with --redis
 
