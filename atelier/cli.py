@@ -450,6 +450,24 @@ def _worker(args: argparse.Namespace) -> None:
     run_worker(settings, args.name)
 
 
+def _feedback(args: argparse.Namespace) -> None:
+    from atelier.server.db import Database
+    from atelier.server.flywheel import export
+    from atelier.server.storage import LocalStorage
+
+    settings = _server_settings(args)
+    database = Database(settings.database_url)
+    database.migrate()
+    try:
+        manifest = export(database, LocalStorage(settings.data / "assets"), args.output)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    finally:
+        database.close()
+    print(f"wrote {manifest['images']} captioned images and {manifest['pairs']} preference pairs to {args.output} "
+          f"(train on it: atelier train model --data {args.output} ...)")
+
+
 def _accounts(args: argparse.Namespace) -> None:
     """atelier users create|list and atelier keys create|list|revoke, on the server's database."""
     from atelier.server import accounts
@@ -633,6 +651,12 @@ def build_parser() -> argparse.ArgumentParser:
     _job_options(serve, "redis://HOST:PORT/DB: queue jobs on Redis for `atelier worker` processes (default: this "
                         "process runs them)")
     serve.set_defaults(run=_serve)
+
+    feedback = commands.add_parser("feedback", help="the community's images and preferences as training data")
+    feedback.add_argument("action", choices=["export"])
+    feedback.add_argument("output", type=Path, help="a new folder: images/ with .txt captions, preferences.jsonl")
+    _server_options(feedback)
+    feedback.set_defaults(run=_feedback)
 
     worker = commands.add_parser("worker", help="run the jobs that API servers queue on Redis (atelier serve --redis)")
     _server_options(worker)

@@ -46,7 +46,8 @@ def test_the_migrations_build_exactly_the_models_tables(tmp_path):
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
         assert differences == []
         assert set(inspect(connection).get_table_names()) == {"users", "api_keys", "assets", "usage", "jobs",
-                                                               "sessions", "alembic_version"}
+                                                               "sessions", "likes", "reports", "feedback",
+                                                               "alembic_version"}
     engine.dispose()
 
 

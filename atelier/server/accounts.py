@@ -9,6 +9,7 @@ is 256 random bits too, kept the same way; a session acts as its user's "studio"
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import re
@@ -117,8 +118,10 @@ def _hasher():
     return PasswordHasher()     # argon2id, the library's (RFC 9106 low-memory) parameters
 
 
-# Verified against when the name is unknown, so a wrong name takes as long as a wrong password.
-_DUMMY_HASH: list[str] = []
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the name is unknown, so a wrong name takes as long as a wrong password."""
+    return _hasher().hash(secrets.token_hex(16))
 
 
 def check_new_account(name: str, password: str) -> None:
@@ -151,9 +154,7 @@ def check_password(session: Session, name: str, password: str) -> User | None:
     user = session.scalar(select(User).where(User.name == name)) if len(password) <= MAX_PASSWORD else None
     stored = user.password_hash if user is not None else None
     if stored is None:
-        if not _DUMMY_HASH:
-            _DUMMY_HASH.append(hasher.hash(secrets.token_hex(16)))
-        stored, user = _DUMMY_HASH[0], None
+        stored, user = _dummy_hash(), None
     try:
         hasher.verify(stored, password[:MAX_PASSWORD])
     except (VerificationError, InvalidHashError):

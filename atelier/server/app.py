@@ -34,7 +34,7 @@ from atelier.server.limits import RateLimiter, RedisRateLimiter
 from atelier.server.logs import LOGGER
 from atelier.server.metrics import Metrics
 from atelier.server.middleware import BodyLimit, Observe
-from atelier.server.routers import assets, health, images, jobs, masks, models, studio, usage
+from atelier.server.routers import assets, community, health, images, jobs, masks, models, studio, usage
 from atelier.server.services import Services
 from atelier.server.storage import LocalStorage
 from atelier.server.worker import Worker
@@ -47,16 +47,11 @@ ATTEMPT_WINDOW = 300.0     # seconds: settings.login_attempts and signup_attempt
 def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
     """The API for `settings`; `pipeline` (an atelier.pipeline.Atelier) skips loading settings.model."""
     metrics = Metrics()
-    limiter = RedisRateLimiter(settings.redis, settings.rate_limit, settings.rate_window) if settings.redis else \
-        RateLimiter(settings.rate_limit, settings.rate_window)
     services = Services(settings=settings, db=Database(settings.database_url),
-                        storage=LocalStorage(settings.data / "assets"), limiter=limiter, metrics=metrics,
-                        worker=Worker(metrics, settings.threads), secret=settings.signing_secret(),
-                        changes=Changes())
-    services.login_limiter, services.signup_limiter = (
-        RedisRateLimiter(settings.redis, limit, ATTEMPT_WINDOW, f"atelier:{name}:") if settings.redis
-        else RateLimiter(limit, ATTEMPT_WINDOW)
-        for name, limit in (("login", settings.login_attempts), ("signup", settings.signup_attempts)))
+                        storage=LocalStorage(settings.data / "assets"),
+                        limiter=rate_limiter(settings, settings.rate_limit, settings.rate_window, "requests"),
+                        metrics=metrics, worker=Worker(metrics, settings.threads), secret=settings.signing_secret(),
+                        changes=Changes(), actions=action_limiters(settings))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -96,9 +91,8 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
                     log.warning("put %d running job(s) back in the queue: %s", len(requeued), ", ".join(requeued))
             await webhooks
             services.worker.close()
-            services.limiter.close()
-            services.login_limiter.close()
-            services.signup_limiter.close()
+            for limiter in (services.limiter, *services.actions.values()):
+                limiter.close()
             services.db.close()
 
     app = FastAPI(title="Atelier API", version="1", lifespan=lifespan,
@@ -106,8 +100,8 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
     app.state.services = services
     errors.install(app)
     app.openapi = lambda: _openapi(app)
-    for router in (images.router, jobs.router, models.router, assets.router, masks.router, usage.router,
-                   health.router, studio.router):
+    for router in (images.router, jobs.router, models.router, assets.router, masks.router, community.router,
+                   usage.router, health.router, studio.router):
         app.include_router(router)
     mount_studio(app)
     # outermost last: CORS answers preflights, Observe sees every request, BodyLimit guards the rest
@@ -136,6 +130,19 @@ def mount_studio(app: FastAPI) -> None:
         return FileResponse(STUDIO / "index.html", media_type="text/html", headers=headers)
 
     app.mount("/studio/static", StaticFiles(directory=STUDIO), name="studio")
+def rate_limiter(settings: ServerSettings, limit: int, window: float, name: str) -> RateLimiter | RedisRateLimiter:
+    """A sliding-window limit, in Redis when the servers share one (settings.redis), else in memory."""
+    if settings.redis:
+        return RedisRateLimiter(settings.redis, limit, window, prefix=f"atelier:ratelimit:{name}:")
+    return RateLimiter(limit, window)
+
+
+def action_limiters(settings: ServerSettings) -> dict[str, RateLimiter | RedisRateLimiter]:
+    """Publishing, liking and reporting per user an hour; studio sign-ins per name and address and
+    sign-ups per address over ATTEMPT_WINDOW."""
+    limits = {action: (getattr(settings, f"{action}_limit"), 3600.0) for action in ("publish", "like", "report")}
+    limits |= {"login": (settings.login_attempts, ATTEMPT_WINDOW), "signup": (settings.signup_attempts, ATTEMPT_WINDOW)}
+    return {action: rate_limiter(settings, limit, window, action) for action, (limit, window) in limits.items()}
 
 
 def webhook_sender(services: Services) -> WebhookSender:

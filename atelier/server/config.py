@@ -49,6 +49,9 @@ class ServerSettings:
     max_batch: int = 8                   # compatible queued jobs run as one pipeline call, up to this many
     batch_wait: float = 0.25             # seconds a batch may wait for more jobs when the last one was larger
     shutdown_grace: float = 30.0         # seconds a running batch may finish on shutdown before it is re-queued
+    publish_limit: int = 60              # publications per user per hour
+    like_limit: int = 600                # likes per user per hour
+    report_limit: int = 30               # reports per user per hour
     webhook_attempts: int = 8            # tries per webhook, 1 s, 2 s, 4 s ... apart
     webhook_retry_delay: float = 1.0     # seconds before the second try; doubled for each next one
     webhook_allow_private: bool = False  # allow webhooks to loopback and private addresses (tests, intranets)
@@ -61,7 +64,8 @@ class ServerSettings:
             object.__setattr__(self, "model", Path(self.model).expanduser())
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
         for name in ("port", "threads", "rate_limit", "daily_quota", "max_upload_bytes", "url_ttl",
-                     "max_prompt_chars", "max_batch", "webhook_attempts", "job_heartbeat"):
+                     "max_prompt_chars", "max_batch", "webhook_attempts", "job_heartbeat", "publish_limit",
+                     "like_limit", "report_limit"):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ValueError(f"server setting {name} must be at least 1, got {getattr(self, name)!r}")
         if self.batch_wait < 0:

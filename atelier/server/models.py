@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Date, DateTime, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Date, DateTime, Float, ForeignKey, Index, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -28,6 +28,8 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # whether this user's published images and feedback may train models; off until they say so
+    training_consent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ApiKey(Base):
@@ -74,6 +76,10 @@ class Asset(Base):
     kind: Mapped[str] = mapped_column(String(32))                     # the task: text_to_image, edit, variation
     info: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)  # its siblings: candidates
+    published: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)    # None: private
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())   # by an admin
+    likes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")          # count of Like rows
 
 
 class Usage(Base):
@@ -125,3 +131,40 @@ class Job(Base):
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     started: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     finished: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Like(Base):
+    __tablename__ = "likes"
+    __table_args__ = (UniqueConstraint("user_id", "asset_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    asset_id: Mapped[str] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"), index=True)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Report(Base):
+    """Someone's word that a published image should not be shown; an admin resolves it."""
+
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("user_id", "asset_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    asset_id: Mapped[str] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"), index=True)
+    reason: Mapped[str] = mapped_column(String(500))
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    resolved: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Feedback(Base):
+    """What a user did with an image that says what they wanted: `download`, or `keep` (this one
+    of its job's candidates); with likes, the data of preference pairs (atelier feedback export)."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    asset_id: Mapped[str] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -26,10 +26,10 @@ class Services:
     worker: Worker
     secret: bytes = field(repr=False)
     changes: Changes
+    # limits of their own: publish, like, report (per user an hour), login and signup (per address)
+    actions: dict[str, RateLimiter | RedisRateLimiter] = field(default_factory=dict)
     pipeline: Any = None        # atelier.pipeline.Atelier, set once the lifespan has loaded it
     queue: Queue | None = None  # set by the lifespan: embedded, or Redis with --redis
-    login_limiter: RateLimiter | RedisRateLimiter | None = None   # studio sign-ins per name and address
-    signup_limiter: RateLimiter | RedisRateLimiter | None = None  # studio accounts made per address
 
     def model_sizes(self) -> list[str]:
         return [f"{side}x{side}" for side in self.pipeline.sizes]

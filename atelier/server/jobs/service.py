@@ -170,6 +170,11 @@ def render(job: Job, services: Services, base: str) -> dict[str, Any]:
     }
 
 
+def base_url(request, services: Services) -> str:
+    """Where links point: settings.public_url behind a proxy, else the address the request came to."""
+    return services.settings.public_url or str(request.base_url)
+
+
 def asset_url(services: Services, base: str, asset_id: str) -> str:
     """A link to the asset that works without the key until it expires (settings.url_ttl)."""
     expires = int(time.time()) + services.settings.url_ttl

@@ -101,7 +101,7 @@ def succeed(db: Database, storage: Storage, job_id: str, images: list[Image.Imag
         assets, infos = [], []
         for image in images:
             info = image.info["atelier"]
-            asset = Asset(id=new_id("img"), user_id=job.user_id, kind=info.task, info=info.to_dict())
+            asset = Asset(id=new_id("img"), user_id=job.user_id, kind=info.task, info=info.to_dict(), job_id=job.id)
             asset.path = f"{job.user_id}/{asset.id}.png"
             storage.put(asset.path, png_bytes(image, info))
             session.add(asset)

@@ -23,7 +23,7 @@ from atelier.server.deps import Credentials, PrincipalDep, ServicesDep, SessionD
 from atelier.server.errors import APIError
 from atelier.server.jobs.service import asset_url
 from atelier.server.logs import LOGGER
-from atelier.server.models import Asset
+from atelier.server.models import Asset, Feedback
 from atelier.server.schemas import ERRORS, AssetList
 from atelier.server.signing import signature_matches
 
@@ -41,8 +41,7 @@ def list_assets(request: Request, principal: PrincipalDep, services: ServicesDep
     """The caller's user's images, newest first; `q` keeps those whose prompt contains it."""
     query = select(Asset).where(Asset.user_id == principal.user_id)
     if q:
-        escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(func.lower(Asset.info["prompt"].as_string()).like(f"%{escaped}%", escape="\\"))
+        query = query.where(prompt_contains(q))
     if before is not None:
         cursor = session.get(Asset, before)
         if cursor is None or cursor.user_id != principal.user_id:
@@ -55,6 +54,12 @@ def list_assets(request: Request, principal: PrincipalDep, services: ServicesDep
         {"id": asset.id, "object": "asset", "created": int(asset.created.replace(tzinfo=dt.UTC).timestamp()),
          "kind": asset.kind, "url": asset_url(services, base, asset.id), "metadata": asset.info}
         for asset in rows[:limit]]}
+
+
+def prompt_contains(text: str):
+    """A case-insensitive substring test on the prompt in an asset's metadata (LIKE, its wildcards escaped)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return func.lower(Asset.info["prompt"].as_string()).like(f"%{escaped}%", escape="\\")
 
 
 @router.get("/{asset_id}", response_class=Response, responses={
@@ -74,7 +79,7 @@ async def get_asset(asset_id: Annotated[str, PathParam(max_length=40)], request:
         owner = None
     else:
         owner = (await run_in_threadpool(identify, request, services, credentials)).user_id
-    path, info = await run_in_threadpool(_find, services, asset_id, owner)
+    path, info, maker = await run_in_threadpool(_find, services, asset_id, owner)
     try:
         data = await run_in_threadpool(services.storage.get, path)
     except FileNotFoundError:
@@ -87,13 +92,21 @@ async def get_asset(asset_id: Annotated[str, PathParam(max_length=40)], request:
         seed = info.get("seed")
         name = f"atelier-{seed}-{asset_id}.png" if isinstance(seed, int) else f"atelier-{asset_id}.png"
         headers["Content-Disposition"] = f'attachment; filename="{name}"'
+        # feedback: who keeps a copy (a signed link is the owner's to hand out, so theirs when anonymous)
+        await run_in_threadpool(_record_download, services, owner or maker, asset_id)
     return Response(data, media_type="image/png", headers=headers)
 
 
-def _find(services, asset_id: str, owner: int | None) -> tuple[str, dict[str, Any]]:
-    """The asset's storage key and metadata, or the 404 of an asset that does not exist or is not the owner's."""
+def _record_download(services, user_id: int, asset_id: str) -> None:
+    with services.db.session() as session:
+        session.add(Feedback(user_id=user_id, asset_id=asset_id, kind="download"))
+
+
+def _find(services, asset_id: str, owner: int | None) -> tuple[str, dict[str, Any], int]:
+    """The asset's storage key, metadata and owner, or the 404 of an asset that does not exist or is
+    not the owner's."""
     with services.db.session() as session:
         asset = session.get(Asset, asset_id)
         if asset is None or (owner is not None and asset.user_id != owner):
             raise APIError(404, NOT_FOUND, code="not_found")
-        return asset.path, asset.info or {}
+        return asset.path, asset.info or {}, asset.user_id

@@ -40,10 +40,6 @@ def requested_wait(prefer: str | None) -> float | None:
     return None if match is None else min(float(match.group(1)), MAX_WAIT)
 
 
-def base_url(request: Request, services) -> str:
-    return services.settings.public_url or str(request.base_url)
-
-
 async def answer(job: Job, request: Request, services, wait: float | None, created: bool = True) -> JSONResponse:
     """The job after an optional wait: 200 when it has ended, else 202 (a new job) or 200."""
     headers = {"Location": f"/v1/jobs/{job.id}"}
@@ -51,7 +47,7 @@ async def answer(job: Job, request: Request, services, wait: float | None, creat
         job = await service.wait(services, job.id, job.user_id, wait)
         headers["Preference-Applied"] = f"wait={wait:g}"
     status = 202 if created and job.status not in store.FINAL else 200
-    return JSONResponse(service.render(job, services, base_url(request, services)), status_code=status,
+    return JSONResponse(service.render(job, services, service.base_url(request, services)), status_code=status,
                         headers=headers)
 
 
@@ -94,7 +90,7 @@ def list_jobs(request: Request, principal: PrincipalDep, services: ServicesDep,
             query = query.where((Job.created < cursor.created) | ((Job.created == cursor.created) &
                                                                     (Job.id < cursor.id)))
         jobs = list(session.scalars(query.order_by(Job.created.desc(), Job.id.desc()).limit(limit + 1)))
-    base = base_url(request, services)
+    base = service.base_url(request, services)
     return {"object": "list", "data": [service.render(job, services, base) for job in jobs[:limit]],
             "has_more": len(jobs) > limit}
 
@@ -117,7 +113,7 @@ def cancel_job(job_id: JobId, request: Request, principal: PrincipalDep, service
         raise APIError(409, f"job {job_id} has already {job.status}; only queued or running jobs can be "
                             f"canceled", "job_id", "job_already_ended")
     services.changes.notify()
-    return service.render(job, services, base_url(request, services))
+    return service.render(job, services, service.base_url(request, services))
 
 
 @router.get("/jobs/{job_id}/events", response_class=EventSourceResponse,
@@ -127,7 +123,7 @@ def cancel_job(job_id: JobId, request: Request, principal: PrincipalDep, service
 async def job_events(job_id: JobId, request: Request, principal: PrincipalDep, services: ServicesDep):
     """Server-Sent Events: the job each time its status or progress changes, until it ends."""
     await run_in_threadpool(service.get, services, job_id, principal.user_id)    # 404 before the stream starts
-    base = base_url(request, services)
+    base = service.base_url(request, services)
 
     async def events():
         seen = None

@@ -73,7 +73,7 @@ def _limit_attempts(request: Request, limiter, what: str) -> None:
 @router.post("/signup", status_code=201, responses={409: ERRORS[400], **ERRORS})
 def sign_up(body: Credentials, request: Request, response: Response, services: ServicesDep) -> dict[str, Any]:
     """Make an account and sign in (sets the session cookie)."""
-    _limit_attempts(request, services.signup_limiter, "signup")     # accounts made per address
+    _limit_attempts(request, services.actions["signup"], "signup")     # accounts made per address
     name = body.name.strip()
     try:
         accounts.check_new_account(name, body.password)
@@ -93,7 +93,7 @@ def sign_up(body: Credentials, request: Request, response: Response, services: S
 def sign_in(body: Credentials, request: Request, response: Response, services: ServicesDep) -> dict[str, Any]:
     """Sign in with a name and password (sets the session cookie)."""
     name = body.name.strip()
-    _limit_attempts(request, services.login_limiter, f"login|{name}")
+    _limit_attempts(request, services.actions["login"], f"login|{name}")
     with services.db.session() as session:
         user = accounts.check_password(session, name, body.password)
         if user is None:

@@ -1,0 +1,308 @@
+"""The community: publishing, the gallery, likes, remixes, profiles, reports and their moderation,
+and the account (training consent, deletion). The studio uses these endpoints, as can any client.
+
+Everything a user publishes is private until they publish it, and a hidden item (an admin's
+decision on a report) is gone from every public list. Publishing, liking and reporting have rate
+limits of their own (settings.publish_limit, like_limit, report_limit per hour), on top of the
+per-key request limit."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
+from pydantic import Field
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from atelier.server.accounts import Principal
+from atelier.server.deps import PrincipalDep, ServicesDep, SessionDep
+from atelier.server.errors import APIError
+from atelier.server.jobs.service import asset_url, base_url
+from atelier.server.models import Asset, Feedback, Job, Like, Report, User, utcnow
+from atelier.server.routers.assets import prompt_contains
+from atelier.server.schemas import ERRORS, Strict
+from atelier.server.services import Services
+
+router = APIRouter(prefix="/v1", tags=["community"])
+AssetId = Annotated[str, PathParam(max_length=40)]
+NOT_FOUND = "No such image"
+
+
+class ReportBody(Strict):
+    reason: str = Field(..., min_length=1, max_length=500, description="what is wrong with it, in a few words")
+
+
+class HideBody(Strict):
+    hidden: bool = True
+
+
+class AccountBody(Strict):
+    training_consent: bool = Field(..., description="may your published images and your feedback train models")
+
+
+class DeleteAccountBody(Strict):
+    confirm: str = Field(..., max_length=100, description="your user name, to confirm")
+
+
+def _limit(services: Services, action: str, principal: Principal) -> None:
+    wait = services.actions[action].acquire(principal.user_id)
+    if wait:
+        limit = getattr(services.settings, f"{action}_limit")
+        raise APIError(429, f"You can {action} at most {limit} times an hour; try again in {wait} s.",
+                       code="rate_limit_exceeded", headers={"Retry-After": str(wait)})
+
+
+def _unix(moment: dt.datetime | None) -> int | None:
+    return None if moment is None else int(moment.replace(tzinfo=dt.UTC).timestamp())
+
+
+def item(asset: Asset, owner: str, services: Services, base: str, liked: bool | None = None) -> dict[str, Any]:
+    """A gallery item: the image (a signed link), how it was made, who made it, its likes."""
+    info = asset.info
+    return {"id": asset.id, "object": "gallery_item", "url": asset_url(services, base, asset.id), "task": asset.kind,
+            "prompt": info.get("prompt", ""), "negative_prompt": info.get("negative_prompt", ""),
+            "seed": info.get("seed"), "steps": info.get("steps"), "guidance": info.get("guidance"),
+            "size": info.get("size"), "owner": owner, "likes": asset.likes, "liked": liked,
+            "published": _unix(asset.published), "created": _unix(asset.created)}
+
+
+def _own(session: Session, asset_id: str, principal: Principal) -> Asset:
+    asset = session.get(Asset, asset_id)
+    if asset is None or asset.user_id != principal.user_id:
+        raise APIError(404, NOT_FOUND, "asset_id", "not_found")
+    return asset
+
+
+def _public(session: Session, asset_id: str) -> tuple[Asset, str]:
+    row = session.execute(select(Asset, User.name).join(User, Asset.user_id == User.id)
+                          .where(Asset.id == asset_id, Asset.published.is_not(None), Asset.hidden.is_(False))).first()
+    if row is None:
+        raise APIError(404, NOT_FOUND, "asset_id", "not_found")
+    return row[0], row[1]
+
+
+def _liked(session: Session, user_id: int, asset_ids: list[str]) -> set[str]:
+    return set(session.scalars(select(Like.asset_id).where(Like.user_id == user_id, Like.asset_id.in_(asset_ids))))
+
+
+def _public_items(session: Session, services: Services, request: Request, principal: Principal, query,
+                  limit: int, offset: int) -> dict[str, Any]:
+    rows = session.execute(query.offset(offset).limit(limit + 1)).all()
+    liked = _liked(session, principal.user_id, [asset.id for asset, _ in rows])
+    base = base_url(request, services)
+    return {"object": "list", "data": [item(asset, owner, services, base, asset.id in liked)
+                                       for asset, owner in rows[:limit]], "has_more": len(rows) > limit}
+
+
+def _visible():
+    return (select(Asset, User.name).join(User, Asset.user_id == User.id)
+            .where(Asset.published.is_not(None), Asset.hidden.is_(False)))
+
+
+# --- publishing and feedback on one's own images ----------------------------------------------
+
+@router.post("/assets/{asset_id}/publish", responses=ERRORS)
+def publish(asset_id: AssetId, request: Request, principal: PrincipalDep, services: ServicesDep,
+            session: SessionDep) -> dict[str, Any]:
+    """Show one of your images in the public gallery and on your profile."""
+    asset = _own(session, asset_id, principal)
+    if asset.hidden:
+        raise APIError(403, "A moderator hid this image after a report; it cannot be published again.", "asset_id",
+                       "hidden_by_moderator")
+    if asset.published is None:
+        _limit(services, "publish", principal)
+        asset.published = utcnow()
+    return item(asset, principal.user_name, services, base_url(request, services))
+
+
+@router.post("/assets/{asset_id}/unpublish", responses=ERRORS)
+def unpublish(asset_id: AssetId, request: Request, principal: PrincipalDep, services: ServicesDep,
+              session: SessionDep) -> dict[str, Any]:
+    """Take one of your images out of the gallery (its likes are kept for if you publish it again)."""
+    asset = _own(session, asset_id, principal)
+    asset.published = None
+    return item(asset, principal.user_name, services, base_url(request, services))
+
+
+@router.post("/assets/{asset_id}/keep", responses=ERRORS)
+def keep(asset_id: AssetId, principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
+    """Say this is the one you kept of the images its job made: the others become its 'rejected'
+    side in preference pairs (atelier feedback export, with your consent)."""
+    asset = _own(session, asset_id, principal)
+    session.add(Feedback(user_id=principal.user_id, asset_id=asset.id, kind="keep"))
+    others = [] if asset.job_id is None else list(session.scalars(
+        select(Asset.id).where(Asset.job_id == asset.job_id, Asset.id != asset.id)))
+    return {"kept": asset.id, "others": others}
+
+
+# --- the gallery --------------------------------------------------------------------------------
+
+@router.get("/gallery", responses=ERRORS)
+def gallery(request: Request, principal: PrincipalDep, services: ServicesDep, session: SessionDep,
+            q: Annotated[str | None, Query(max_length=200, description="words in the prompt")] = None,
+            sort: Literal["new", "likes"] = "new", limit: Annotated[int, Query(ge=1, le=100)] = 24,
+            offset: Annotated[int, Query(ge=0, le=100_000)] = 0) -> dict[str, Any]:
+    """Published images, newest or most liked first, optionally those whose prompt has `q`."""
+    query = _visible()
+    if q:
+        query = query.where(prompt_contains(q))
+    order = (Asset.published.desc(),) if sort == "new" else (Asset.likes.desc(), Asset.published.desc())
+    return _public_items(session, services, request, principal, query.order_by(*order, Asset.id), limit, offset)
+
+
+@router.get("/gallery/{asset_id}", responses=ERRORS)
+def gallery_item(asset_id: AssetId, request: Request, principal: PrincipalDep, services: ServicesDep,
+                 session: SessionDep) -> dict[str, Any]:
+    asset, owner = _public(session, asset_id)
+    return item(asset, owner, services, base_url(request, services), asset.id in _liked(session, principal.user_id,
+                                                                                       [asset.id]))
+
+
+@router.post("/gallery/{asset_id}/like", responses=ERRORS)
+def like(asset_id: AssetId, principal: PrincipalDep, services: ServicesDep, session: SessionDep) -> dict[str, Any]:
+    asset, _ = _public(session, asset_id)
+    if not _liked(session, principal.user_id, [asset.id]):
+        _limit(services, "like", principal)
+        session.add(Like(user_id=principal.user_id, asset_id=asset.id))
+        session.execute(update(Asset).where(Asset.id == asset.id).values(likes=Asset.likes + 1))
+    session.refresh(asset)
+    return {"id": asset.id, "likes": asset.likes, "liked": True}
+
+
+@router.delete("/gallery/{asset_id}/like", responses=ERRORS)
+def unlike(asset_id: AssetId, principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
+    asset, _ = _public(session, asset_id)
+    removed = session.execute(delete(Like).where(Like.user_id == principal.user_id, Like.asset_id == asset.id))
+    if removed.rowcount:
+        session.execute(update(Asset).where(Asset.id == asset.id).values(likes=Asset.likes - 1))
+    session.refresh(asset)
+    return {"id": asset.id, "likes": asset.likes, "liked": False}
+
+
+@router.get("/gallery/{asset_id}/remix", responses=ERRORS)
+def remix(asset_id: AssetId, services: ServicesDep, principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
+    """The job that makes this image again, to change and send (POST /v1/jobs): the studio's Remix."""
+    asset, _ = _public(session, asset_id)
+    info = asset.info
+    given = {"prompt": info.get("prompt") or " ", "negative_prompt": info.get("negative_prompt") or None,
+             "seed": info.get("seed"), "steps": info.get("steps"), "guidance": info.get("guidance"),
+             "size": f"{info['size']}x{info['size']}" if info.get("size") else None}
+    return {"task": "text_to_image", "input": {name: value for name, value in given.items() if value is not None},
+            "source": asset.id}
+
+
+@router.post("/gallery/{asset_id}/report", status_code=202, responses=ERRORS)
+def report(asset_id: AssetId, body: ReportBody, principal: PrincipalDep, services: ServicesDep,
+           session: SessionDep) -> dict[str, Any]:
+    """Tell the moderators an image should not be shown. One open report per person and image."""
+    asset, _ = _public(session, asset_id)
+    existing = session.scalar(select(Report).where(Report.user_id == principal.user_id, Report.asset_id == asset.id))
+    if existing is None:
+        _limit(services, "report", principal)
+        session.add(Report(user_id=principal.user_id, asset_id=asset.id, reason=body.reason))
+    return {"id": asset.id, "reported": True}
+
+
+@router.get("/profiles/{name}", responses=ERRORS)
+def profile(name: Annotated[str, PathParam(max_length=100)], request: Request, principal: PrincipalDep,
+            services: ServicesDep, session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 24,
+            offset: Annotated[int, Query(ge=0, le=100_000)] = 0) -> dict[str, Any]:
+    """A user's public page: their published images, newest first, and the likes they received."""
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise APIError(404, f"No user named {name}", "name", "not_found")
+    visible = _visible().where(Asset.user_id == user.id)
+    shown = visible.subquery()
+    counts = session.execute(select(func.count(), func.coalesce(func.sum(shown.c.likes), 0))).one()
+    page = _public_items(session, services, request, principal, visible.order_by(Asset.published.desc(), Asset.id),
+                         limit, offset)
+    return {"object": "profile", "name": user.name, "joined": _unix(user.created), "published": counts[0],
+            "likes": int(counts[1]), "items": page["data"], "has_more": page["has_more"]}
+
+
+# --- moderation ---------------------------------------------------------------------------------
+
+def _admin(principal: Principal) -> None:
+    if principal.scope != "admin":
+        raise APIError(403, "This needs an admin key (atelier keys create --user NAME --scope admin).",
+                       code="admin_only")
+
+
+@router.get("/admin/reports", responses=ERRORS)
+def open_reports(request: Request, principal: PrincipalDep, services: ServicesDep, session: SessionDep,
+                 limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
+    """Reported images not yet decided, most reported first, with every reason given."""
+    _admin(principal)
+    rows = session.execute(select(Report.asset_id, func.count(), func.min(Report.created))
+                           .where(Report.resolved.is_(None)).group_by(Report.asset_id)
+                           .order_by(func.count().desc(), func.min(Report.created)).limit(limit)).all()
+    base, data = base_url(request, services), []
+    for asset_id, count, _ in rows:
+        asset, owner = session.execute(select(Asset, User.name).join(User, Asset.user_id == User.id)
+                                       .where(Asset.id == asset_id)).one()
+        reasons = list(session.scalars(select(Report.reason).where(Report.asset_id == asset_id,
+                                                                    Report.resolved.is_(None))))
+        data.append(item(asset, owner, services, base) | {"reports": count, "reasons": reasons,
+                                                          "hidden": asset.hidden})
+    return {"object": "list", "data": data}
+
+
+@router.post("/admin/assets/{asset_id}/hide", responses=ERRORS)
+def hide(asset_id: AssetId, body: HideBody, principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
+    """Hide an image from every public list (or show it again), and close its open reports."""
+    _admin(principal)
+    asset = session.get(Asset, asset_id)
+    if asset is None:
+        raise APIError(404, NOT_FOUND, "asset_id", "not_found")
+    asset.hidden = body.hidden
+    session.execute(update(Report).where(Report.asset_id == asset_id, Report.resolved.is_(None))
+                    .values(resolved=utcnow()))
+    return {"id": asset.id, "hidden": asset.hidden}
+
+
+# --- the account --------------------------------------------------------------------------------
+
+@router.get("/account", responses=ERRORS)
+def account(principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
+    user = session.get(User, principal.user_id)
+    return {"object": "account", "name": user.name, "joined": _unix(user.created),
+            "training_consent": user.training_consent}
+
+
+@router.patch("/account", responses=ERRORS)
+def update_account(body: AccountBody, principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
+    """Choose whether your published images and your feedback may be used to train models."""
+    user = session.get(User, principal.user_id)
+    user.training_consent = body.training_consent
+    return {"object": "account", "name": user.name, "joined": _unix(user.created),
+            "training_consent": user.training_consent}
+
+
+@router.delete("/account", responses=ERRORS)
+def delete_account(body: DeleteAccountBody, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+    """Delete your account: your images and their files, jobs, keys, likes, reports and feedback."""
+    if body.confirm != principal.user_name:
+        raise APIError(400, f"to delete the account, send confirm: \"{principal.user_name}\"", "confirm",
+                       "confirmation_mismatch")
+    with services.db.session() as session:
+        files = delete_user(session, principal.user_id)
+    for key in files:          # after the commit: a failed deletion leaves files, never rows without them
+        services.storage.delete(key)
+    return {"deleted": principal.user_name, "images": sum(1 for key in files if not key.startswith("inputs/"))}
+
+
+def delete_user(session: Session, user_id: int) -> list[str]:
+    """Delete the user and all that is theirs (the database cascades to keys, usage, assets, jobs,
+    likes, reports and feedback); the storage keys of their files, to delete once the transaction
+    has committed. Likes they gave are taken off the counts first."""
+    files = list(session.scalars(select(Asset.path).where(Asset.user_id == user_id)))
+    for job_input in session.scalars(select(Job.input).where(Job.user_id == user_id)):
+        files.extend(job_input.get("files", {}).values())
+    liked = list(session.scalars(select(Like.asset_id).where(Like.user_id == user_id)))
+    if liked:
+        session.execute(update(Asset).where(Asset.id.in_(liked)).values(likes=Asset.likes - 1))
+    session.execute(delete(User).where(User.id == user_id))
+    return files
