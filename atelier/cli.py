@@ -469,7 +469,7 @@ def _feedback(args: argparse.Namespace) -> None:
 
 
 def _accounts(args: argparse.Namespace) -> None:
-    """atelier users create|list and atelier keys create|list|revoke, on the server's database."""
+    """atelier users create|list|password and atelier keys create|list|revoke, on the server's database."""
     from atelier.server import accounts
     from atelier.server.db import Database
 
@@ -484,6 +484,12 @@ def _accounts(args: argparse.Namespace) -> None:
                 user = accounts.create_user(session, args.name)
                 print(f"created user {user.name!r} (id {user.id}) in {settings.data}; give it a key with: "
                       f"atelier keys create --user {user.name}")
+            elif args.command == "users" and args.action == "password":
+                if not args.name:
+                    raise SystemExit("error: atelier users password NAME (the password is read from the terminal, "
+                                     "or one line of standard input)")
+                accounts.set_password(session, args.name, _read_password())
+                print(f"set the studio password of {args.name!r}")
             elif args.command == "users":
                 for user in accounts.list_users(session):
                     print(f"{user.id}\t{user.name}\t{user.created:%Y-%m-%d %H:%M}")
@@ -505,6 +511,18 @@ def _accounts(args: argparse.Namespace) -> None:
                     print(f"{key.prefix}\t{name}\t{key.scope}\t{key.created:%Y-%m-%d %H:%M}\t{state}")
     finally:
         database.close()
+
+
+def _read_password() -> str:
+    """A new password: asked twice on a terminal, else the first line of standard input."""
+    import getpass
+
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    password = getpass.getpass("new studio password: ")
+    if getpass.getpass("again: ") != password:
+        raise SystemExit("error: the two passwords differ; nothing was changed")
+    return password
 
 
 def _server_options(parser: argparse.ArgumentParser) -> None:
@@ -665,8 +683,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(run=_worker)
 
     users = commands.add_parser("users", help="the API server's users")
-    users.add_argument("action", choices=["create", "list"])
-    users.add_argument("name", nargs="?", help="create: the new user's name")
+    users.add_argument("action", choices=["create", "list", "password"])
+    users.add_argument("name", nargs="?", help="create: the new user's name; password: whose studio password to set")
     _server_options(users)
     users.set_defaults(run=_accounts)
 

@@ -127,6 +127,25 @@ def test_settings_come_from_the_file_then_the_environment_then_flags(tmp_path):
         load_settings(None, {}, shutdown_grace=0)
 
 
+def test_a_cli_user_gets_a_studio_password(tmp_path, monkeypatch, capsys):
+    import io
+
+    from atelier.server.accounts import check_password
+
+    main(["users", "create", "erin", "--data", str(tmp_path)])
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse battery\n"))
+    main(["users", "password", "erin", "--data", str(tmp_path)])
+    assert "set the studio password of 'erin'" in capsys.readouterr().out
+    database = Database(f"sqlite:///{tmp_path / 'atelier.db'}")
+    with database.session() as session:
+        assert check_password(session, "erin", "correct horse battery").name == "erin"
+        assert check_password(session, "erin", "wrong horse battery") is None
+    database.close()
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    with pytest.raises(SystemExit, match="at least 8 characters"):
+        main(["users", "password", "erin", "--data", str(tmp_path)])
+
+
 def test_atelier_worker_needs_a_queue(tmp_path):
     from atelier.cli import main
 

@@ -128,6 +128,10 @@ def check_new_account(name: str, password: str) -> None:
     """AccountError in plain words for a name or password the studio does not accept."""
     if not NAME_PATTERN.match(name):
         raise AccountError("A user name has 3 to 40 characters: letters, digits, '_', '.' or '-'.")
+    check_new_password(password)
+
+
+def check_new_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise AccountError(f"A password needs at least {MIN_PASSWORD} characters.")
     if len(password) > MAX_PASSWORD:
@@ -143,6 +147,16 @@ def sign_up(session: Session, name: str, password: str) -> User:
     user = create_user(session, name)
     user.password_hash = _hasher().hash(password)
     create_key(session, name, "user", STUDIO_LABEL)
+    return user
+
+
+def set_password(session: Session, name: str, password: str) -> User:
+    """Give an existing user (e.g. one made with `atelier users create`) a studio password."""
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise AccountError(f"no user named {name!r}; create one with atelier users create {name}")
+    check_new_password(password)
+    user.password_hash = _hasher().hash(password)
     return user
 
 
