@@ -1,6 +1,7 @@
 """Screenshots of the studio for the README: a server with the shipped default model (weights/default)
 in a temporary data folder, driven through each screen by headless Chromium (Debian's, through
-Playwright), written as small PNGs to docs/studio/.
+Playwright), written as small PNGs to docs/studio/. Two people and a moderator (a user with an
+admin key) fill the community screens: gallery, profile, account and moderation.
 
     .venv/bin/python scripts/studio_screenshots.py [--out docs/studio] [--size 1280x800]
 """
@@ -48,6 +49,45 @@ def save(page, out: Path, name: str) -> None:
         small = shot.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     small.save(path, optimize=True)
     print(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {path.stat().st_size // 1024} KiB")
+
+
+def make_moderator(data: Path, name: str) -> None:
+    """A studio user who holds an admin key (as `atelier keys create --user NAME --scope admin` makes)."""
+    from atelier.server import accounts
+    from atelier.server.config import ServerSettings
+    from atelier.server.db import Database
+
+    database = Database(ServerSettings(data=data).database_url)
+    with database.session() as session:
+        accounts.sign_up(session, name, PASSWORD)
+        accounts.create_key(session, name, "admin")
+    database.close()
+
+
+def sign_up(page, url: str, name: str) -> None:
+    page.goto(url + "/")
+    page.locator("#auth-name").wait_for()
+    page.click("#tab-signup")
+    page.fill("#auth-name", name)
+    page.fill("#auth-password", PASSWORD)
+    page.click("#auth-submit")
+    page.locator("#who-name").wait_for()
+
+
+def publish(page, job: int, tiles: range) -> None:
+    """Publish tiles of the job card `job` (0: the newest) in Generate."""
+    card = page.locator("#generate-results .job").nth(job)
+    for index in tiles:
+        tile = card.locator(".tile").nth(index)
+        tile.get_by_role("button", name="Publish").click()
+        tile.locator(".publish", has_text="Unpublish").wait_for()
+
+
+def quiet(page) -> None:
+    """No toast, and the pointer out of the way, for a screenshot."""
+    page.evaluate("() => { document.getElementById('toast').hidden = true; "
+                  "document.querySelectorAll('.view').forEach((view) => { view.scrollTop = 0; }); }")
+    page.mouse.move(5, 795)
 
 
 def images_loaded(page, selector: str) -> None:
@@ -133,6 +173,60 @@ def main() -> None:
                 page.locator("#key-text").wait_for()
                 page.wait_for_timeout(200)
                 save(page, args.out, "keys")
+
+                # the community: ada keeps one candidate and publishes; ben publishes, likes, reports and
+                # looks at ada's profile; ada allows training; the moderator sees ben's report
+                page.click("a[data-view=generate]")
+                page.locator("#generate-results .job").first.locator(".tile").nth(0).get_by_role(
+                    "button", name="Keep").click()
+                publish(page, 0, range(3))
+                publish(page, 1, range(2))
+                ben = browser.new_page(viewport={"width": width, "height": height})
+                ben.set_default_timeout(120_000)
+                sign_up(ben, url, "ben")
+                generate(ben, "a green heart on a white background", 2, 11)
+                publish(ben, 0, range(2))
+                ben.click("a[data-view=gallery]")
+                ben.locator("#gallery-grid .tile").nth(4).wait_for()
+                adas = ben.locator("#gallery-grid .tile").filter(has=ben.locator(".meta a", has_text="ada"))
+                for index in (0, 2):
+                    adas.nth(index).locator(".like").click()
+                    adas.nth(index).locator(".like[aria-pressed=true]").wait_for()
+                adas.nth(4).get_by_role("button", name="Report").click()
+                ben.fill("#report-reason", "looks like a copy of my poster")
+                ben.click("#report-submit")
+                ben.locator("#report-dialog").wait_for(state="hidden")
+                images_loaded(ben, "#gallery-grid img")
+                quiet(ben)
+                save(ben, args.out, "gallery")
+
+                adas.first.locator(".meta a").click()
+                ben.locator("#profile-stats").wait_for()
+                ben.locator("#profile-grid .tile img").first.wait_for()
+                images_loaded(ben, "#profile-grid img")
+                quiet(ben)
+                save(ben, args.out, "profile")
+
+                page.click("a[data-view=account]")
+                page.locator("#consent:enabled").wait_for()
+                page.click("#consent")
+                page.locator("#consent-status", has_text="Saved").wait_for()
+                quiet(page)
+                save(page, args.out, "account")
+
+                make_moderator(Path(data), "moderator")
+                moderator = browser.new_page(viewport={"width": width, "height": height})
+                moderator.set_default_timeout(120_000)
+                moderator.goto(url + "/")
+                moderator.fill("#auth-name", "moderator")
+                moderator.fill("#auth-password", PASSWORD)
+                moderator.click("#auth-submit")
+                moderator.locator("#nav-moderation").wait_for()
+                moderator.click("#nav-moderation")
+                moderator.locator(".report-card img").first.wait_for()
+                images_loaded(moderator, ".report-card img")
+                quiet(moderator)
+                save(moderator, args.out, "moderation")
                 browser.close()
         finally:
             server.should_exit = True

@@ -211,3 +211,48 @@ def test_the_export_command(server, keys, tmp_path):
     again = subprocess.run([sys.executable, "-m", "atelier", "feedback", "export", str(out), "--data",
                             str(server.settings.data)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode != 0 and "is not empty" in again.stderr
+
+
+def test_a_signed_in_user_with_an_admin_key_moderates_from_the_studio(server, keys):
+    """The studio's session says `admin` when its user holds an unrevoked admin key, and that session
+    may use the admin endpoints; a plain user key of the same user may not, nor may anyone else."""
+    from tests.test_studio import Browser
+
+    database = Database(server.settings.database_url)
+    with database.session() as session:
+        from atelier.server.accounts import sign_up
+
+        sign_up(session, "erin", "erin's long password")
+        sign_up(session, "frank", "frank's long password")
+        admin_key = create_key(session, "erin", "admin")[0].prefix
+        erins_user_key = create_key(session, "erin", "user")[1]
+    image = make(server, keys["alice"], "an olive ring", n=1)[0]
+    call(server, keys["alice"], "POST", f"/v1/assets/{image}/publish")
+    call(server, keys["bob"], "POST", f"/v1/gallery/{image}/report", {"reason": "off-topic"})
+
+    erin, frank = Browser(server), Browser(server)
+    for browser, name in ((erin, "erin"), (frank, "frank")):
+        password = f"{name}'s long password"
+        status, _, body = browser.call("POST", "/studio/api/login", {"name": name, "password": password})
+        assert status == 200, body
+        browser.csrf = body["csrf_token"]
+    assert erin.call("GET", "/studio/api/session")[2]["admin"] is True
+    assert frank.call("GET", "/studio/api/session")[2]["admin"] is False
+    assert frank.call("GET", "/v1/admin/reports")[0] == 403
+    assert frank.call("POST", f"/v1/admin/assets/{image}/hide", {"hidden": True})[0] == 403
+    assert call(server, erins_user_key, "GET", "/v1/admin/reports")[0] == 403       # a user key stays a user key
+
+    reports = erin.call("GET", "/v1/admin/reports")[2]["data"]
+    assert [(entry["id"], entry["reasons"]) for entry in reports] == [(image, ["off-topic"])]
+    assert erin.call("POST", f"/v1/admin/assets/{image}/hide", {"hidden": True}, csrf=False)[0] == 403   # CSRF
+    assert erin.call("POST", f"/v1/admin/assets/{image}/hide", {"hidden": True})[2]["hidden"] is True
+    listed = {entry["id"]: entry for entry in call(server, keys["alice"], "GET", "/v1/assets?limit=100")[2]["data"]}
+    assert listed[image]["hidden"] is True and listed[image]["published"] is True
+
+    with database.session() as session:
+        from atelier.server.accounts import revoke_key
+
+        revoke_key(session, admin_key)
+    database.close()
+    assert erin.call("GET", "/studio/api/session")[2]["admin"] is False
+    assert erin.call("GET", "/v1/admin/reports")[0] == 403

@@ -99,6 +99,13 @@ def authenticate(session: Session, text: str) -> Principal | None:
     return Principal(key.id, key.prefix, key.scope, user.id, user.name)
 
 
+def has_admin_key(session: Session, user_id: int) -> bool:
+    """Whether the user holds an unrevoked admin key: the studio then shows them Moderation, and
+    their signed-in session may use the admin endpoints."""
+    return session.scalar(select(ApiKey.id).where(ApiKey.user_id == user_id, ApiKey.scope == "admin",
+                                                  ApiKey.revoked.is_(None)).limit(1)) is not None
+
+
 def list_keys(session: Session, user_name: str | None = None) -> list[tuple[ApiKey, str]]:
     query = select(ApiKey, User.name).join(User, ApiKey.user_id == User.id).order_by(ApiKey.id)
     if user_name is not None:

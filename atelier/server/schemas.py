@@ -91,6 +91,8 @@ class AssetCard(BaseModel):
     kind: str
     url: str
     metadata: dict
+    published: bool = False     # shown in the public gallery (POST /v1/assets/{id}/publish)
+    hidden: bool = False        # hidden by a moderator after a report: it cannot be published again
 
 
 class AssetList(BaseModel):

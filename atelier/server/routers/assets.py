@@ -52,7 +52,8 @@ def list_assets(request: Request, principal: PrincipalDep, services: ServicesDep
     base = services.settings.public_url or str(request.base_url)
     return {"object": "list", "has_more": len(rows) > limit, "data": [
         {"id": asset.id, "object": "asset", "created": int(asset.created.replace(tzinfo=dt.UTC).timestamp()),
-         "kind": asset.kind, "url": asset_url(services, base, asset.id), "metadata": asset.info}
+         "kind": asset.kind, "url": asset_url(services, base, asset.id), "metadata": asset.info,
+         "published": asset.published is not None, "hidden": asset.hidden}
         for asset in rows[:limit]]}
 
 

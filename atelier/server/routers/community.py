@@ -17,7 +17,7 @@ from pydantic import Field
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from atelier.server.accounts import Principal
+from atelier.server.accounts import Principal, has_admin_key
 from atelier.server.deps import PrincipalDep, ServicesDep, SessionDep
 from atelier.server.errors import APIError
 from atelier.server.jobs.service import asset_url, base_url
@@ -225,9 +225,15 @@ def profile(name: Annotated[str, PathParam(max_length=100)], request: Request, p
 
 # --- moderation ---------------------------------------------------------------------------------
 
-def _admin(principal: Principal) -> None:
-    if principal.scope != "admin":
-        raise APIError(403, "This needs an admin key (atelier keys create --user NAME --scope admin).",
+def _admin(principal: Principal, session: Session, request: Request) -> None:
+    """An admin key, or the studio session of a user who holds an unrevoked admin key (never a plain
+    user key of that user: only the key meant for it, or the signed-in person, moderates)."""
+    if principal.scope == "admin":
+        return
+    signed_in = getattr(request.state, "browser_session", None) is not None
+    if not (signed_in and has_admin_key(session, principal.user_id)):
+        raise APIError(403, "This needs an admin key (atelier keys create --user NAME --scope admin), or the "
+                            "studio signed in as its user.",
                        code="admin_only")
 
 
@@ -235,7 +241,7 @@ def _admin(principal: Principal) -> None:
 def open_reports(request: Request, principal: PrincipalDep, services: ServicesDep, session: SessionDep,
                  limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
     """Reported images not yet decided, most reported first, with every reason given."""
-    _admin(principal)
+    _admin(principal, session, request)
     rows = session.execute(select(Report.asset_id, func.count(), func.min(Report.created))
                            .where(Report.resolved.is_(None)).group_by(Report.asset_id)
                            .order_by(func.count().desc(), func.min(Report.created)).limit(limit)).all()
@@ -251,9 +257,10 @@ def open_reports(request: Request, principal: PrincipalDep, services: ServicesDe
 
 
 @router.post("/admin/assets/{asset_id}/hide", responses=ERRORS)
-def hide(asset_id: AssetId, body: HideBody, principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
+def hide(asset_id: AssetId, body: HideBody, request: Request, principal: PrincipalDep,
+         session: SessionDep) -> dict[str, Any]:
     """Hide an image from every public list (or show it again), and close its open reports."""
-    _admin(principal)
+    _admin(principal, session, request)
     asset = session.get(Asset, asset_id)
     if asset is None:
         raise APIError(404, NOT_FOUND, "asset_id", "not_found")

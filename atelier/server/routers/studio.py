@@ -45,9 +45,14 @@ def signed_in(request: Request, services: ServicesDep) -> SessionInfo:
 SignedIn = Annotated[SessionInfo, Depends(signed_in)]
 
 
-def _session_body(found: SessionInfo) -> dict[str, Any]:
+def _session_body(found: SessionInfo, services) -> dict[str, Any]:
+    """Who is signed in, their CSRF token, and `admin`: whether they hold an unrevoked admin key (the
+    studio then shows Moderation, and the session may use the admin endpoints)."""
+    with services.db.session() as session:
+        admin = accounts.has_admin_key(session, found.principal.user_id)
     return {"object": "session", "user": {"id": found.principal.user_id, "name": found.principal.user_name},
-            "csrf_token": found.csrf, "expires": int(found.expires.replace(tzinfo=dt.UTC).timestamp())}
+            "csrf_token": found.csrf, "expires": int(found.expires.replace(tzinfo=dt.UTC).timestamp()),
+            "admin": admin}
 
 
 def _set_cookie(response: Response, request: Request, token: str) -> None:
@@ -86,7 +91,7 @@ def sign_up(body: Credentials, request: Request, response: Response, services: S
     except AccountError as error:
         raise APIError(409, str(error), "name", "name_taken") from None
     _set_cookie(response, request, token)
-    return _session_body(found)
+    return _session_body(found, services)
 
 
 @router.post("/login", responses=ERRORS)
@@ -100,7 +105,7 @@ def sign_in(body: Credentials, request: Request, response: Response, services: S
             raise APIError(401, WRONG, code="wrong_credentials")
         token, found = accounts.open_session(session, user)
     _set_cookie(response, request, token)
-    return _session_body(found)
+    return _session_body(found, services)
 
 
 @router.post("/logout", responses=ERRORS)
@@ -120,9 +125,9 @@ def sign_out(request: Request, response: Response, services: ServicesDep) -> dic
 
 
 @router.get("/session", responses=ERRORS)
-def who_am_i(found: SignedIn) -> dict[str, Any]:
+def who_am_i(found: SignedIn, services: ServicesDep) -> dict[str, Any]:
     """Who is signed in, and the CSRF token to send in X-CSRF-Token; 401 when signed out."""
-    return _session_body(found)
+    return _session_body(found, services)
 
 
 def _key_card(key: ApiKey) -> dict[str, Any]:

@@ -1,66 +1,24 @@
 // Atelier Studio: sign in, generate, edit, compare, history and API keys, as plain JavaScript
-// modules served by `atelier serve` (no build step, nothing fetched from elsewhere).
+// modules served by `atelier serve` (no build step, nothing fetched from elsewhere). The gallery,
+// profiles, the account and moderation are in community.js.
 
 import { api, ApiError, fileToBase64, followJob, setCsrf } from "./api.js";
+import {
+  keepButton, loadAccount, loadGallery, loadModeration, loadProfile, publishControls, resetCommunity, wireCommunity,
+} from "./community.js";
 import { MaskEditor } from "./editor.js";
-
-const $ = (id) => document.getElementById(id);
-const VIEWS = ["generate", "edit", "compare", "history", "keys"];
+import { $, busy, date, el, placeholder, showError, toast } from "./ui.js";
+const VIEWS = ["generate", "edit", "compare", "history", "gallery", "profile", "account", "keys", "moderation"];
+const TITLES = { keys: "API keys" };
 const TASK_NAMES = {
   text_to_image: "Generate", edit: "Edit", variation: "Variations", outpaint: "Outpaint",
   replace_background: "Replace background", replace_subject: "Replace subject",
 };
-const state = { user: null, sizes: [], compare: [], lastSeed: null, editSource: null, history: { q: "", last: null } };
+const state = {
+  user: null, admin: false, sizes: [], compare: [], lastSeed: null, editSource: null, history: { q: "", last: null },
+};
 
 // --- small helpers --------------------------------------------------------------------------
-
-function el(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (name === "class") node.className = value;
-    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
-    else if (name === "text") node.textContent = value;
-    else node.setAttribute(name, value === true ? "" : value);
-  }
-  for (const child of children.flat()) if (child !== null && child !== undefined) node.append(child);
-  return node;
-}
-
-function showError(id, error) {
-  const box = $(id);
-  if (!error) { box.hidden = true; box.textContent = ""; return; }
-  box.textContent = error instanceof Error ? error.message : String(error);
-  box.hidden = false;
-}
-
-let toastTimer = null;
-function toast(message) {
-  const box = $("toast");
-  box.textContent = message;
-  box.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { box.hidden = true; }, 3500);
-}
-
-// Run `work` with `button` disabled and labelled busy; errors go to the message box `errorId`.
-async function busy(button, label, errorId, work) {
-  const before = button.textContent;
-  button.disabled = true;
-  button.setAttribute("aria-busy", "true");
-  button.textContent = label;
-  if (errorId) showError(errorId, null);
-  try {
-    return await work();
-  } catch (error) {
-    if (errorId) showError(errorId, error); else toast(error.message);
-    return undefined;
-  } finally {
-    button.disabled = false;
-    button.removeAttribute("aria-busy");
-    button.textContent = before;
-  }
-}
 
 function numberOrNull(input) {
   const value = input.value.trim();
@@ -93,16 +51,22 @@ function setAuthMode(mode) {
   showError("auth-error", null);
 }
 
-function showAuth(message) {
+// The sign-in screen, with an error (`message`) or a confirmation (`notice`) in plain words.
+function showAuth(message, notice) {
   state.user = null;
   $("shell").hidden = true;
   $("auth").hidden = false;
   showError("auth-error", message || null);
+  $("auth-notice").textContent = notice || "";
+  $("auth-notice").hidden = !notice;
   $("auth-name").focus();
 }
 
 async function enter(session) {
   state.user = session.user;
+  state.admin = Boolean(session.admin);
+  $("nav-moderation").hidden = !state.admin;
+  $("auth-notice").hidden = true;
   setCsrf(session.csrf_token);
   $("who-name").textContent = session.user.name;
   $("auth").hidden = true;
@@ -131,7 +95,16 @@ async function submitAuth(event) {
 
 async function signOut() {
   await busy($("sign-out"), "Signing out…", null, () => api("POST", "/studio/api/logout"));
+  leave();
+  showAuth();
+}
+
+// Forget everything of the signed-out user on this page.
+function leave() {
+  state.user = null;
+  state.admin = false;
   setCsrf(null);
+  resetCommunity();
   state.compare = [];
   updateCompareCount();
   for (const id of ["generate-results", "edit-results", "history-grid", "keys-body", "compare-body"]) {
@@ -142,23 +115,37 @@ async function signOut() {
   $("stage-inner").hidden = true;
   $("stage-empty").hidden = false;
   history.replaceState(null, "", "#/generate");
-  showAuth();
+  setAuthMode("signin");
+}
+
+// After DELETE /v1/account: the session is gone with the user; clear the cookie and say so.
+async function accountDeleted(message) {
+  leave();
+  try { await api("POST", "/studio/api/logout"); } catch { /* the session ended with the account */ }
+  showAuth(null, message);
 }
 
 // --- navigation -----------------------------------------------------------------------------
 
 function route() {
   if (!state.user) return;
-  const name = (location.hash.match(/^#\/(\w+)/) || [])[1];
-  const view = VIEWS.includes(name) ? name : "generate";
+  const [, name, rest] = location.hash.match(/^#\/(\w+)(?:\/(.+))?/) || [];
+  let view = VIEWS.includes(name) ? name : "generate";
+  if ((view === "moderation" && !state.admin) || (view === "profile" && !rest)) view = "gallery";
+  const current = view === "profile" ? "gallery" : view;      // a profile is reached from the gallery
   for (const other of VIEWS) $(`view-${other}`).hidden = other !== view;
   for (const link of document.querySelectorAll(".sidebar a")) {
-    link.toggleAttribute("aria-current", link.dataset.view === view);
-    if (link.dataset.view === view) link.setAttribute("aria-current", "page");
+    link.removeAttribute("aria-current");
+    if (link.dataset.view === current) link.setAttribute("aria-current", "page");
   }
   $("toast").hidden = true;
-  document.title = `${view[0].toUpperCase()}${view.slice(1)} · Atelier Studio`;
+  const profileName = view === "profile" ? decodeURIComponent(rest) : null;
+  document.title = `${profileName || TITLES[view] || view[0].toUpperCase() + view.slice(1)} · Atelier Studio`;
   if (view === "history") loadHistory(true);
+  if (view === "gallery") loadGallery(true);
+  if (view === "profile") loadProfile(profileName, true);
+  if (view === "account") loadAccount();
+  if (view === "moderation") loadModeration();
   if (view === "keys") loadKeys();
   if (view === "compare") renderCompare();
   if (view === "edit") editor.fit();
@@ -174,18 +161,22 @@ function describe(meta) {
 
 function isCompared(id) { return state.compare.some((item) => item.id === id); }
 
-function tile(item, { showPrompt = false } = {}) {
+// One of your images: its settings and what you can do with it. `candidates`: it is one of several
+// images a job made, so it can be the one you keep.
+function tile(item, { showPrompt = false, candidates = false } = {}) {
   const meta = item.metadata || {};
   const kind = meta.task && meta.task !== "text_to_image" ? `${TASK_NAMES[meta.task] || meta.task} · ` : "";
   const compare = el("button", {
     type: "button", class: "toggle small compare-pick", "aria-pressed": String(isCompared(item.id)), "data-compare": item.id,
     title: "Select for side-by-side comparison", onclick: () => toggleCompare(item),
   }, "Compare");
-  return el("figure", { class: "tile", "data-id": item.id },
+  const figure = el("figure", { class: "tile", "data-id": item.id });
+  const [stateTag, publish] = publishControls(item, figure);
+  figure.append(
     el("div", { class: "tile-image" },
       el("img", { src: item.url, alt: meta.prompt ? `Image: ${meta.prompt}` : "Generated image", loading: "lazy",
         draggable: "false" }),
-      compare),
+      stateTag, compare),
     el("figcaption", {},
       showPrompt ? el("div", { class: "prompt-line", title: meta.prompt || "" }, meta.prompt || "(no prompt)") : null,
       el("div", { class: "meta", title: meta.prompt || "" }, `${kind}${describe(meta)}`),
@@ -194,11 +185,9 @@ function tile(item, { showPrompt = false } = {}) {
           disabled: meta.seed === undefined, onclick: () => useSeed(meta) }, "Use seed"),
         el("a", { class: "button small", href: `/v1/assets/${item.id}?download=1`, download: "",
           title: "Download the PNG with its generation settings" }, "Download"),
-        el("button", { type: "button", class: "small", onclick: () => openInEditor(item) }, "Edit"))));
-}
-
-function placeholder() {
-  return el("figure", { class: "tile pending" }, el("div", { class: "shimmer" }));
+        el("button", { type: "button", class: "small", onclick: () => openInEditor(item) }, "Edit")),
+      el("div", { class: "actions community" }, publish, candidates ? keepButton(item, figure) : null)));
+  return figure;
 }
 
 function jobCard(job, container) {
@@ -236,7 +225,7 @@ function jobCard(job, container) {
     progress.hidden = ended.status === "succeeded";
     if (ended.status === "succeeded") {
       const images = ended.output.images.map((image) => ({ ...image, metadata: image.metadata || {} }));
-      grid.replaceChildren(...images.map((image) => tile(image)));
+      grid.replaceChildren(...images.map((image) => tile(image, { candidates: images.length > 1 })));
       if (images[0] && images[0].metadata.seed !== undefined) state.lastSeed = images[0].metadata.seed;
     } else {
       grid.replaceChildren();
@@ -266,6 +255,28 @@ function useSeed(meta) {
   if (meta.prompt && !$("prompt").value.trim()) $("prompt").value = meta.prompt;
   location.hash = "#/generate";
   toast(`Seed ${meta.seed} is set and locked.`);
+}
+
+// Remix from the gallery: Generate filled with the image's settings (GET /v1/gallery/{id}/remix),
+// its seed locked, ready to make it again or to change first.
+function remix(input, item) {
+  $("prompt").value = input.prompt && input.prompt.trim() ? input.prompt : "";
+  $("negative").value = input.negative_prompt || "";
+  $("count").value = "1";
+  $("steps").value = input.steps ?? "";
+  $("guidance").value = input.guidance ?? "";
+  if (input.size) {
+    if (![...$("size").options].some((option) => option.value === input.size)) {
+      $("size").append(el("option", { value: input.size, text: input.size }));
+    }
+    $("size").value = input.size;
+  }
+  $("seed").value = input.seed ?? "";
+  setSeedLock(input.seed !== undefined && input.seed !== null);
+  showError("generate-error", null);
+  location.hash = "#/generate";
+  toast(`Remixing ${item.owner}'s image: its settings are filled in and its seed locked. Press Generate.`);
+  $("prompt").focus();
 }
 
 async function generate(event) {
@@ -500,10 +511,6 @@ async function openPicker(fresh = true) {
 
 // --- API keys ---------------------------------------------------------------------------------
 
-function date(seconds) {
-  return seconds ? new Date(seconds * 1000).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" }) : "";
-}
-
 async function loadKeys() {
   showError("keys-error", null);
   try {
@@ -610,6 +617,7 @@ function wire() {
   });
 
   $("key-create").addEventListener("click", createKey);
+  wireCommunity({ user: () => state.user, remix, accountDeleted });
   $("key-copy").addEventListener("click", async () => {
     try { await navigator.clipboard.writeText($("key-text").textContent); toast("Copied."); } catch {
       toast("Copy was refused by the browser: select the key and copy it by hand.");
