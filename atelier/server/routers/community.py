@@ -51,7 +51,8 @@ def _limit(services: Services, action: str, principal: Principal) -> None:
     wait = services.actions[action].acquire(principal.user_id)
     if wait:
         limit = getattr(services.settings, f"{action}_limit")
-        raise APIError(429, f"You can {action} at most {limit} times an hour; try again in {wait} s.",
+        raise APIError(429, f"You can {action} at most {limit} time{'s' if limit != 1 else ''} an hour; try "
+                            f"again in {wait} s.",
                        code="rate_limit_exceeded", headers={"Retry-After": str(wait)})
 
 
