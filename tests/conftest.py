@@ -38,6 +38,26 @@ def folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def pipe(folder):
+    """The tiny model as a pipeline, for the server tests (one torch thread: see one_torch_thread)."""
+    from atelier.pipeline import Atelier
+
+    torch.set_num_threads(1)
+    return Atelier.from_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    """Where the browser tests save their screenshots: $ATELIER_SCREENSHOTS, else a temporary folder."""
+    import os
+    from pathlib import Path
+
+    folder = Path(os.environ.get("ATELIER_SCREENSHOTS") or tmp_path_factory.mktemp("screens"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
     """A real redis-server of this module's own (started in well under a second), its URL
     yielded; skipped loudly where redis-server is not installed, failed on CI (tests/redis_server.py)."""
@@ -45,3 +65,31 @@ def redis_url(tmp_path_factory):
 
     with RedisServer(tmp_path_factory.mktemp("redis")) as server:
         yield server.url
+
+
+CHROMIUM = "/usr/bin/chromium"       # Debian's package: Playwright never downloads a browser here
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium driven by Playwright; skipped with the reason where either is missing, and
+    failed where CI=true (scripts/setup.sh --dev installs both)."""
+    import os
+    from pathlib import Path
+
+    problems = []
+    if not Path(CHROMIUM).exists():
+        problems.append(f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        problems.append("playwright is not installed (pip install 'playwright>=1.50,<2'; no `playwright install`)")
+    if problems:
+        message = "THE BROWSER TESTS DID NOT RUN: " + "; ".join(problems) + ". scripts/setup.sh --dev installs both."
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()

@@ -29,16 +29,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
 
 
 @pytest.fixture(scope="module")
-def pipe(folder):
-    import torch
-
-    from atelier.pipeline import Atelier
-
-    torch.set_num_threads(1)
-    return Atelier.from_pretrained(folder)
-
-
-@pytest.fixture(scope="module")
 def server(pipe, tmp_path_factory):
     live = start_server(ServerSettings(data=tmp_path_factory.mktemp("data"), threads=1), pipe)
     yield live

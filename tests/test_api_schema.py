@@ -18,15 +18,11 @@ EXAMPLES = 15     # per operation: about 20 seconds in all on two cores; derando
 
 
 @pytest.fixture(scope="module")
-def live(folder, tmp_path_factory):
-    import torch
+def live(pipe, tmp_path_factory):
 
-    from atelier.pipeline import Atelier
-
-    torch.set_num_threads(1)
     settings = ServerSettings(data=tmp_path_factory.mktemp("schema"), threads=1, rate_limit=100_000,
                               daily_quota=1_000_000)
-    server = start_server(settings, Atelier.from_pretrained(folder))
+    server = start_server(settings, pipe)
     yield server, server.add_user("fuzz")
     server.stop()
 

@@ -24,16 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def pipe(folder):
-    import torch
-
-    from atelier.pipeline import Atelier
-
-    torch.set_num_threads(1)
-    return Atelier.from_pretrained(folder)
-
-
-@pytest.fixture(scope="module")
 def server(pipe, tmp_path_factory):
     live = start_server(ServerSettings(data=tmp_path_factory.mktemp("data"), threads=1, rate_limit=100_000), pipe)
     yield live

@@ -14,9 +14,7 @@ Without /usr/bin/chromium or playwright the tests skip with the reason, and fail
 
 import base64
 import io
-import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,7 +24,7 @@ from atelier.metadata import read_info
 from atelier.server.config import ServerSettings
 from atelier.server.db import Database
 from tests.api_server import start_server
-from tests.test_studio_browser import CHROMIUM, PASSWORD, _expect, _playwright_or_skip
+from tests.test_studio_browser import PASSWORD, _expect
 
 PROMPT = "a violet star above a grey ring"
 SEED = 5
@@ -34,23 +32,12 @@ LIKES_AN_HOUR = 2
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory):
-    folder = Path(os.environ.get("ATELIER_SCREENSHOTS") or tmp_path_factory.mktemp("screens"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def server(folder, tmp_path_factory):
-    import torch
-
-    from atelier.pipeline import Atelier
+def server(pipe, tmp_path_factory):
     from atelier.server import accounts
 
-    torch.set_num_threads(1)
     settings = ServerSettings(data=tmp_path_factory.mktemp("gallery-browser"), threads=1, rate_limit=100_000,
                               like_limit=LIKES_AN_HOUR)
-    live = start_server(settings, Atelier.from_pretrained(folder))
+    live = start_server(settings, pipe)
     database = Database(settings.database_url)
     with database.session() as session:            # the moderator: a studio user who holds an admin key
         accounts.sign_up(session, "moderator", PASSWORD)
@@ -58,15 +45,6 @@ def server(folder, tmp_path_factory):
     database.close()
     yield live
     live.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = _playwright_or_skip()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

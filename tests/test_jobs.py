@@ -47,13 +47,8 @@ class SlowPipe:
 
 
 @pytest.fixture(scope="module")
-def pipe(folder):
-    import torch
-
-    from atelier.pipeline import Atelier
-
-    torch.set_num_threads(1)
-    return SlowPipe(Atelier.from_pretrained(folder))
+def pipe(pipe):
+    return SlowPipe(pipe)
 
 
 @pytest.fixture(scope="module")

@@ -24,15 +24,11 @@ PROMPT = "a red star above two blue circles"
 
 
 @pytest.fixture(scope="module")
-def server(folder, tmp_path_factory):
-    import torch
+def server(pipe, tmp_path_factory):
 
-    from atelier.pipeline import Atelier
-
-    torch.set_num_threads(1)
     settings = ServerSettings(data=tmp_path_factory.mktemp("studio"), threads=1, rate_limit=100_000,
                               signup_attempts=100)
-    live = start_server(settings, Atelier.from_pretrained(folder))
+    live = start_server(settings, pipe)
     yield live
     live.stop()
 

@@ -8,9 +8,7 @@ Without /usr/bin/chromium or playwright the tests skip with the reason, and fail
 (scripts/setup.sh --dev installs both)."""
 
 import io
-import os
 import re
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -19,56 +17,17 @@ from atelier.metadata import read_info
 from atelier.server.config import ServerSettings
 from tests.api_server import start_server
 
-CHROMIUM = "/usr/bin/chromium"
 PROMPT = "a red star above two blue circles"
 PASSWORD = "a long enough password"
 
 
-def _playwright_or_skip():
-    problems = []
-    if not Path(CHROMIUM).exists():
-        problems.append(f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-        problems.append("playwright is not installed (pip install 'playwright>=1.50,<2'; no `playwright install`)")
-    if problems:
-        message = ("THE STUDIO BROWSER TESTS DID NOT RUN: " + "; ".join(problems) +
-                   ". scripts/setup.sh --dev installs both.")
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return sync_playwright
-
-
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory):
-    folder = Path(os.environ.get("ATELIER_SCREENSHOTS") or tmp_path_factory.mktemp("screens"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+def server(pipe, tmp_path_factory):
 
-
-@pytest.fixture(scope="module")
-def server(folder, tmp_path_factory):
-    import torch
-
-    from atelier.pipeline import Atelier
-
-    torch.set_num_threads(1)
     settings = ServerSettings(data=tmp_path_factory.mktemp("studio-browser"), threads=1, rate_limit=100_000)
-    live = start_server(settings, Atelier.from_pretrained(folder))
+    live = start_server(settings, pipe)
     yield live
     live.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = _playwright_or_skip()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ class Base(DeclarativeBase):
     pass
 
 
+
 class User(Base):
     """Someone who owns keys and images. `password_hash` (argon2id) is set for those who signed up in
     the studio; users made with `atelier users create` have none and sign in with keys only."""

@@ -24,6 +24,7 @@ from atelier.server.errors import APIError
 from atelier.server.jobs.service import asset_url
 from atelier.server.logs import LOGGER
 from atelier.server.models import Asset, Feedback
+from atelier.server.paging import newest_first
 from atelier.server.schemas import ERRORS, AssetList
 from atelier.server.signing import signature_matches
 
@@ -42,13 +43,7 @@ def list_assets(request: Request, principal: PrincipalDep, services: ServicesDep
     query = select(Asset).where(Asset.user_id == principal.user_id)
     if q:
         query = query.where(prompt_contains(q))
-    if before is not None:
-        cursor = session.get(Asset, before)
-        if cursor is None or cursor.user_id != principal.user_id:
-            raise APIError(400, f"'before' names no image of yours: {before}", "before", "invalid_value")
-        query = query.where((Asset.created < cursor.created) | ((Asset.created == cursor.created) &
-                                                                (Asset.id < cursor.id)))
-    rows = list(session.scalars(query.order_by(Asset.created.desc(), Asset.id.desc()).limit(limit + 1)))
+    rows = newest_first(session, query, Asset, principal.user_id, before, limit, "image")
     base = services.settings.public_url or str(request.base_url)
     return {"object": "list", "has_more": len(rows) > limit, "data": [
         {"id": asset.id, "object": "asset", "created": int(asset.created.replace(tzinfo=dt.UTC).timestamp()),

@@ -25,6 +25,7 @@ from atelier.server.jobs import service, store
 from atelier.server.jobs.tasks import JobBody
 from atelier.server.jobs.webhooks import check_url, webhook_secret
 from atelier.server.models import Job
+from atelier.server.paging import newest_first
 from atelier.server.schemas import ERRORS
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -83,13 +84,7 @@ def list_jobs(request: Request, principal: PrincipalDep, services: ServicesDep,
         query = select(Job).where(Job.user_id == principal.user_id)
         if status is not None:
             query = query.where(Job.status == status)
-        if before is not None:
-            cursor = session.get(Job, before)
-            if cursor is None or cursor.user_id != principal.user_id:
-                raise APIError(400, f"'before' names no job of yours: {before}", "before", "invalid_value")
-            query = query.where((Job.created < cursor.created) | ((Job.created == cursor.created) &
-                                                                    (Job.id < cursor.id)))
-        jobs = list(session.scalars(query.order_by(Job.created.desc(), Job.id.desc()).limit(limit + 1)))
+        jobs = newest_first(session, query, Job, principal.user_id, before, limit, "job")
     base = service.base_url(request, services)
     return {"object": "list", "data": [service.render(job, services, base) for job in jobs[:limit]],
             "has_more": len(jobs) > limit}
