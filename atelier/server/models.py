@@ -14,6 +14,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)   # stored naive, always UTC
 
 
+def unix_seconds(moment: dt.datetime | None) -> int | None:
+    """A stored (naive, UTC) time as the whole seconds since 1970 the API shows; None stays None."""
+    return None if moment is None else int(moment.replace(tzinfo=dt.UTC).timestamp())
+
+
 class Base(DeclarativeBase):
     pass
 

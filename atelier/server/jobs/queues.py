@@ -27,7 +27,6 @@ from atelier.server.logs import LOGGER
 
 log = logging.getLogger(LOGGER)
 QUEUE_NAME = "atelier"
-HEARTBEAT = 10            # seconds a running job's heartbeat lasts in SAQ (settings.job_heartbeat); renewed every third
 DELIVERIES = 5            # SAQ's retries: the table's MAX_ATTEMPTS decides, this only leaves room for it
 RECONCILE_EVERY = 10.0    # seconds
 
@@ -111,7 +110,9 @@ class EmbeddedQueue:
 
 
 class RedisQueue:
-    def __init__(self, url: str, heartbeat: int = HEARTBEAT):
+    def __init__(self, url: str, heartbeat: int):
+        """`heartbeat`: seconds a running job's heartbeat lasts in SAQ (settings.job_heartbeat); the
+        worker renews it every third of that."""
         from saq import Queue as SaqQueue
 
         self.saq, self.heartbeat = SaqQueue.from_url(url, name=QUEUE_NAME), heartbeat

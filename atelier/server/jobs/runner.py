@@ -142,7 +142,7 @@ class JobRunner:
         def report(done: int, total: int) -> None:
             nonlocal live, last
             now = time.monotonic()
-            if self._stopping and self._grace_over():
+            if now >= self._deadline:      # stopping, and the grace is over (infinite until close)
                 raise Stopped
             if now - last >= PROGRESS_EVERY or done == total:
                 last = now
@@ -168,9 +168,6 @@ class JobRunner:
                 store.succeed(self.db, self.storage, job_id, images)
         finally:
             self.on_change()
-
-    def _grace_over(self) -> bool:
-        return time.monotonic() >= self._deadline
 
     async def close(self, grace: float) -> list[str]:
         """Stop: jobs not started go back to the queue at once; a running batch gets `grace`

@@ -5,7 +5,6 @@ image request is a job like any other, as durable and as visible."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -22,7 +21,7 @@ from atelier.server.errors import APIError, describe_validation
 from atelier.server.jobs import store
 from atelier.server.jobs.tasks import FILES, IMAGE_FIELDS, TASKS, open_inputs, store_images
 from atelier.server.logs import LOGGER, REQUEST_ID
-from atelier.server.models import Asset, Job
+from atelier.server.models import Asset, Job, unix_seconds
 from atelier.server.quota import reserve
 from atelier.server.services import Services
 from atelier.server.signing import sign
@@ -38,15 +37,29 @@ def validate_input(task: str, given: dict[str, Any], services: Services) -> dict
     except ValidationError as error:
         message, param, code = describe_validation(error.errors(include_url=False))
         raise APIError(400, message, f"input.{param}" if param else "input", code) from None
-    limit = services.settings.max_prompt_chars
     for name in ("prompt", "negative_prompt"):
-        if len(checked.get(name, "")) > limit:
-            raise APIError(400, f"the {name.replace('_', ' ')} is {len(checked[name])} characters long; at most "
-                                f"{limit} are accepted", f"input.{name}", "string_above_max_length")
-    if "size" in checked and checked["size"] not in services.model_sizes():
-        raise APIError(400, f"size '{checked['size']}' is not supported by model '{services.pipeline.name}'; "
-                            f"allowed sizes: {', '.join(services.model_sizes())}", "input.size", "invalid_size")
+        check_prompt(checked.get(name, ""), services, name, f"input.{name}")
+    parse_size(checked.get("size"), services, "input.size")
     return checked
+
+
+def check_prompt(text: str, services: Services, name: str, param: str | None = None) -> None:
+    """A 400 for a prompt over the server's max_prompt_chars."""
+    limit = services.settings.max_prompt_chars
+    if len(text) > limit:
+        raise APIError(400, f"the {name.replace('_', ' ')} is {len(text)} characters long; at most {limit} are "
+                            f"accepted", param or name, "string_above_max_length")
+
+
+def parse_size(size: str | None, services: Services, param: str = "size") -> int | None:
+    """The square side a `WxH` size names, or a 400 naming the sizes the model makes."""
+    if size is None:
+        return None
+    allowed = services.model_sizes()
+    if size not in allowed:
+        raise APIError(400, f"size '{size}' is not supported by model '{services.pipeline.name}'; allowed sizes: "
+                            f"{', '.join(allowed)}", param, "invalid_size")
+    return int(size.split("x")[0])
 
 
 def create(services: Services, principal: Principal, task: str, given: dict[str, Any], *,
@@ -163,7 +176,8 @@ def render(job: Job, services: Services, base: str) -> dict[str, Any]:
         "id": job.id, "object": "job", "task": job.task, "status": job.status, "progress": round(job.progress, 4),
         "input": {name: value for name, value in job.input.items() if name != FILES},
         "output": output, "error": job.error, "attempts": job.attempts,
-        "created": _unix(job.created), "started": _unix(job.started), "finished": _unix(job.finished),
+        "created": unix_seconds(job.created), "started": unix_seconds(job.started),
+        "finished": unix_seconds(job.finished),
         "webhook": None if not job.webhook_url else {
             "url": job.webhook_url, "status": job.webhook_status, "attempts": job.webhook_attempts,
             "error": job.webhook_error},
@@ -180,7 +194,3 @@ def asset_url(services: Services, base: str, asset_id: str) -> str:
     expires = int(time.time()) + services.settings.url_ttl
     return (f"{base.rstrip('/')}/v1/assets/{asset_id}?expires={expires}"
             f"&signature={sign(services.secret, asset_id, expires)}")
-
-
-def _unix(moment: dt.datetime | None) -> int | None:
-    return None if moment is None else int(moment.replace(tzinfo=dt.UTC).timestamp())

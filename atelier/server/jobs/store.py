@@ -32,6 +32,11 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"    # random, so ids cannot be guessed
 
 
+def asset_path(user_id: int, asset_id: str) -> str:
+    """Where a job's image is kept in storage."""
+    return f"{user_id}/{asset_id}.png"
+
+
 def start(db: Database, job_id: str, worker: str) -> Job | None:
     """Mark the job running on `worker` and return it, or None when it is not to be run: finished,
     canceled, unknown, or failed here because its workers died MAX_ATTEMPTS times."""
@@ -102,7 +107,7 @@ def succeed(db: Database, storage: Storage, job_id: str, images: list[Image.Imag
         for image in images:
             info = image.info["atelier"]
             asset = Asset(id=new_id("img"), user_id=job.user_id, kind=info.task, info=info.to_dict(), job_id=job.id)
-            asset.path = f"{job.user_id}/{asset.id}.png"
+            asset.path = asset_path(job.user_id, asset.id)
             storage.put(asset.path, png_bytes(image, info))
             session.add(asset)
             assets.append(asset.id)

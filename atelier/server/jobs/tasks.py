@@ -131,7 +131,7 @@ TASKS: dict[str, Task] = {
     "replace_background": Task(ReplaceBackground, _alone, _editing("replace_background")),
     "replace_subject": Task(ReplaceSubject, _alone, _editing("replace_subject", "which")),
 }
-TaskName = Literal["text_to_image", "edit", "variation", "outpaint", "replace_background", "replace_subject"]
+TaskName = Literal[tuple(TASKS)]
 
 
 class JobBody(Strict):

@@ -34,7 +34,7 @@ from sqlalchemy import select, update
 
 from atelier.server.db import Database
 from atelier.server.logs import LOGGER
-from atelier.server.models import Job, utcnow
+from atelier.server.models import Job, unix_seconds, utcnow
 
 SECRET_PREFIX = "whsec_"
 MAX_URL_LENGTH = 2048
@@ -181,7 +181,7 @@ class WebhookSender:
         """POST the signed body; None on a 2xx answer, otherwise a short description of what went wrong."""
         try:
             check_url(url, self.allow_private)      # again: what a name resolves to can change
-            timestamp = int(self.clock().replace(tzinfo=dt.UTC).timestamp())
+            timestamp = unix_seconds(self.clock())
             request = urllib.request.Request(url, data=body, method="POST", headers={
                 "Content-Type": "application/json", "User-Agent": USER_AGENT, "webhook-id": job_id,
                 "webhook-timestamp": str(timestamp),

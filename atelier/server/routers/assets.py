@@ -8,7 +8,6 @@ from the disk while its row remains is a 404 too, logged as an error."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from typing import Annotated, Any
@@ -21,9 +20,9 @@ from sqlalchemy import func, select
 
 from atelier.server.deps import Credentials, PrincipalDep, ServicesDep, SessionDep, identify
 from atelier.server.errors import APIError
-from atelier.server.jobs.service import asset_url
+from atelier.server.jobs.service import asset_url, base_url
 from atelier.server.logs import LOGGER
-from atelier.server.models import Asset, Feedback
+from atelier.server.models import Asset, Feedback, unix_seconds
 from atelier.server.paging import newest_first
 from atelier.server.schemas import ERRORS, AssetList
 from atelier.server.signing import signature_matches
@@ -44,9 +43,9 @@ def list_assets(request: Request, principal: PrincipalDep, services: ServicesDep
     if q:
         query = query.where(prompt_contains(q))
     rows = newest_first(session, query, Asset, principal.user_id, before, limit, "image")
-    base = services.settings.public_url or str(request.base_url)
+    base = base_url(request, services)
     return {"object": "list", "has_more": len(rows) > limit, "data": [
-        {"id": asset.id, "object": "asset", "created": int(asset.created.replace(tzinfo=dt.UTC).timestamp()),
+        {"id": asset.id, "object": "asset", "created": unix_seconds(asset.created),
          "kind": asset.kind, "url": asset_url(services, base, asset.id), "metadata": asset.info,
          "published": asset.published is not None, "hidden": asset.hidden}
         for asset in rows[:limit]]}

@@ -8,7 +8,6 @@ per-key request limit."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -21,7 +20,7 @@ from atelier.server.accounts import Principal, has_admin_key
 from atelier.server.deps import PrincipalDep, ServicesDep, SessionDep
 from atelier.server.errors import APIError
 from atelier.server.jobs.service import asset_url, base_url
-from atelier.server.models import Asset, Feedback, Job, Like, Report, User, utcnow
+from atelier.server.models import Asset, Feedback, Job, Like, Report, User, unix_seconds, utcnow
 from atelier.server.routers.assets import prompt_contains
 from atelier.server.schemas import ERRORS, Strict
 from atelier.server.services import Services
@@ -56,10 +55,6 @@ def _limit(services: Services, action: str, principal: Principal) -> None:
                        code="rate_limit_exceeded", headers={"Retry-After": str(wait)})
 
 
-def _unix(moment: dt.datetime | None) -> int | None:
-    return None if moment is None else int(moment.replace(tzinfo=dt.UTC).timestamp())
-
-
 def item(asset: Asset, owner: str, services: Services, base: str, liked: bool | None = None) -> dict[str, Any]:
     """A gallery item: the image (a signed link), how it was made, who made it, its likes."""
     info = asset.info
@@ -67,7 +62,7 @@ def item(asset: Asset, owner: str, services: Services, base: str, liked: bool | 
             "prompt": info.get("prompt", ""), "negative_prompt": info.get("negative_prompt", ""),
             "seed": info.get("seed"), "steps": info.get("steps"), "guidance": info.get("guidance"),
             "size": info.get("size"), "owner": owner, "likes": asset.likes, "liked": liked,
-            "published": _unix(asset.published), "created": _unix(asset.created)}
+            "published": unix_seconds(asset.published), "created": unix_seconds(asset.created)}
 
 
 def _own(session: Session, asset_id: str, principal: Principal) -> Asset:
@@ -220,7 +215,7 @@ def profile(name: Annotated[str, PathParam(max_length=100)], request: Request, p
     counts = session.execute(select(func.count(), func.coalesce(func.sum(shown.c.likes), 0))).one()
     page = _public_items(session, services, request, principal, visible.order_by(Asset.published.desc(), Asset.id),
                          limit, offset)
-    return {"object": "profile", "name": user.name, "joined": _unix(user.created), "published": counts[0],
+    return {"object": "profile", "name": user.name, "joined": unix_seconds(user.created), "published": counts[0],
             "likes": int(counts[1]), "items": page["data"], "has_more": page["has_more"]}
 
 
@@ -276,7 +271,7 @@ def hide(asset_id: AssetId, body: HideBody, request: Request, principal: Princip
 @router.get("/account", responses=ERRORS)
 def account(principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
     user = session.get(User, principal.user_id)
-    return {"object": "account", "name": user.name, "joined": _unix(user.created),
+    return {"object": "account", "name": user.name, "joined": unix_seconds(user.created),
             "training_consent": user.training_consent}
 
 
@@ -285,7 +280,7 @@ def update_account(body: AccountBody, principal: PrincipalDep, session: SessionD
     """Choose whether your published images and your feedback may be used to train models."""
     user = session.get(User, principal.user_id)
     user.training_consent = body.training_consent
-    return {"object": "account", "name": user.name, "joined": _unix(user.created),
+    return {"object": "account", "name": user.name, "joined": unix_seconds(user.created),
             "training_consent": user.training_consent}
 
 

@@ -50,9 +50,9 @@ async def generations(body: GenerationBody, request: Request, principal: Princip
                       services: ServicesDep) -> dict[str, Any]:
     """Images from a prompt."""
     _check_model(body.model, services)
-    _parse_size(body.size, services)
-    _check_prompt(body.prompt, services, "prompt")
-    _check_prompt(body.negative_prompt or "", services, "negative_prompt")
+    service.parse_size(body.size, services)
+    service.check_prompt(body.prompt, services, "prompt")
+    service.check_prompt(body.negative_prompt or "", services, "negative_prompt")
     given = body.model_dump(include={"prompt", "negative_prompt", "n", "seed", "steps", "guidance", "size"},
                             exclude_none=True)
     return await _run(request, services, principal, "text_to_image", given, None, body.response_format)
@@ -67,9 +67,9 @@ async def edits(request: Request, principal: PrincipalDep, services: ServicesDep
     form, files = await _read_form(request, services, "edits")
     fields = _validate(EditForm, form)
     _check_model(fields.model, services)
-    side = _parse_size(fields.size, services)
-    _check_prompt(fields.prompt, services, "prompt")
-    _check_prompt(fields.negative_prompt or "", services, "negative_prompt")
+    side = service.parse_size(fields.size, services)
+    service.check_prompt(fields.prompt, services, "prompt")
+    service.check_prompt(fields.negative_prompt or "", services, "negative_prompt")
     images = files.get("image", []) + files.get("image[]", [])
     if not images:
         raise APIError(400, "missing required parameter 'image'", "image", "missing_required_parameter")
@@ -92,7 +92,7 @@ async def variations(request: Request, principal: PrincipalDep, services: Servic
     form, files = await _read_form(request, services, "variations")
     fields = _validate(VariationForm, form)
     _check_model(fields.model, services)
-    side = _parse_size(fields.size, services)
+    side = service.parse_size(fields.size, services)
     images = files.get("image", [])
     if len(images) != 1:
         raise APIError(400, "missing required parameter 'image'" if not images else "give exactly one image",
@@ -109,24 +109,6 @@ def _check_model(model: str | None, services: Services) -> None:
     served = services.pipeline.name
     if model is not None and model != served:
         raise APIError(400, f"model '{model}' is not served here; available: {served}", "model", "model_not_found")
-
-
-def _parse_size(size: str | None, services: Services) -> int | None:
-    """The square side a `WxH` size names, or a 400 naming the sizes the model makes."""
-    if size is None:
-        return None
-    allowed = services.model_sizes()
-    if size not in allowed:
-        raise APIError(400, f"size '{size}' is not supported by model '{services.pipeline.name}'; allowed sizes: "
-                            f"{', '.join(allowed)}", "size", "invalid_size")
-    return int(size.split("x")[0])
-
-
-def _check_prompt(prompt: str, services: Services, param: str) -> None:
-    limit = services.settings.max_prompt_chars
-    if len(prompt) > limit:
-        raise APIError(400, f"the {param.replace('_', ' ')} is {len(prompt)} characters long; at most {limit} are "
-                            f"accepted", param, "string_above_max_length")
 
 
 async def _read_form(request: Request, services: Services,
@@ -209,7 +191,6 @@ def _open(upload: UploadFile, what: str) -> Image.Image:
         raise APIError(400, str(error), what, "invalid_image") from None
 
 
-
 # --- running and answering -------------------------------------------------------------------
 
 async def _run(request: Request, services: Services, principal: Principal, task: str, given: dict[str, Any],
@@ -225,11 +206,11 @@ async def _run(request: Request, services: Services, principal: Principal, task:
         if code in ("invalid_value", "invalid_image"):
             raise APIError(400, message, "image" if code == "invalid_image" else None, code)
         raise APIError(500 if code != "canceled" else 409, f"{message} (job {job.id})", None, code)
-    base = services.settings.public_url or str(request.base_url)
+    base = service.base_url(request, services)
     data = []
     for asset_id in job.result["assets"]:
         if response_format == "b64_json":
-            png = await run_in_threadpool(services.storage.get, f"{principal.user_id}/{asset_id}.png")
+            png = await run_in_threadpool(services.storage.get, store.asset_path(principal.user_id, asset_id))
             data.append(ImageData(b64_json=base64.b64encode(png).decode()))
         else:
             data.append(ImageData(url=service.asset_url(services, base, asset_id)))

@@ -9,7 +9,6 @@ and address (settings.login_attempts per 5 minutes, 10), accounts made per addre
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -21,7 +20,7 @@ from atelier.server.accounts import AccountError, SessionInfo
 from atelier.server.deps import SESSION_COOKIE, ServicesDep, browser_session, identify
 from atelier.server.errors import APIError
 from atelier.server.limits import LimiterUnavailable
-from atelier.server.models import ApiKey, BrowserSession
+from atelier.server.models import ApiKey, BrowserSession, unix_seconds
 from atelier.server.schemas import ERRORS, Strict
 
 router = APIRouter(prefix="/studio/api", tags=["studio"])
@@ -51,7 +50,7 @@ def _session_body(found: SessionInfo, services) -> dict[str, Any]:
     with services.db.session() as session:
         admin = accounts.has_admin_key(session, found.principal.user_id)
     return {"object": "session", "user": {"id": found.principal.user_id, "name": found.principal.user_name},
-            "csrf_token": found.csrf, "expires": int(found.expires.replace(tzinfo=dt.UTC).timestamp()),
+            "csrf_token": found.csrf, "expires": unix_seconds(found.expires),
             "admin": admin}
 
 
@@ -131,11 +130,8 @@ def who_am_i(found: SignedIn, services: ServicesDep) -> dict[str, Any]:
 
 
 def _key_card(key: ApiKey) -> dict[str, Any]:
-    def unix(moment):
-        return None if moment is None else int(moment.replace(tzinfo=dt.UTC).timestamp())
-
     return {"object": "api_key", "prefix": key.prefix, "scope": key.scope, "label": key.label,
-            "created": unix(key.created), "revoked": unix(key.revoked)}
+            "created": unix_seconds(key.created), "revoked": unix_seconds(key.revoked)}
 
 
 @router.get("/keys", responses=ERRORS)
