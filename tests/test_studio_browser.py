@@ -156,6 +156,11 @@ def test_paint_a_mask_and_apply_an_edit(alice, shots):
     alice.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.6, steps=8)
     alice.mouse.up()
     assert alice.evaluate(MASK_COVERAGE) > 0.02
+    opacity = "() => getComputedStyle(document.getElementById('mask-canvas')).opacity"
+    assert alice.evaluate(opacity) == "0.6"
+    alice.fill("#mask-opacity", "25")                    # a range input: fill sets it and fires input
+    expect(alice.locator("#mask-opacity-value")).to_have_text("25%")
+    assert alice.evaluate(opacity) == "0.25" and alice.evaluate(MASK_COVERAGE) > 0.02  # display only
     alice.fill("#edit-prompt", "a green heart above two blue circles")
     alice.fill("#edit-count", "1")
     alice.screenshot(path=shots / "edit-mask.png")

@@ -591,6 +591,11 @@ function wire() {
   $("tool-brush").addEventListener("click", () => editor.setTool(false));
   $("tool-eraser").addEventListener("click", () => editor.setTool(true));
   $("brush-size").addEventListener("input", () => editor.setSize(Number($("brush-size").value)));
+  $("mask-opacity").addEventListener("input", () => {
+    const percent = Number($("mask-opacity").value);
+    $("mask-canvas").style.opacity = String(percent / 100);   // display only: the exported mask is opaque
+    $("mask-opacity-value").textContent = `${percent}%`;
+  });
   $("mask-undo").addEventListener("click", () => editor.undo());
   $("mask-clear").addEventListener("click", () => editor.clear());
   $("mask-invert").addEventListener("click", () => editor.invert());

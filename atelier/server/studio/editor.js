@@ -2,7 +2,7 @@
 // resolution (painted opaque, shown translucent by CSS), a brush and an eraser, and undo as a
 // stack of mask snapshots. Exported as white (redraw) on black, the API's mask format.
 
-const MASK_COLOUR = [86, 112, 255];   // shown at 60% over the image: a quick-mask blue
+const MASK_COLOUR = [86, 112, 255];   // a quick-mask blue, shown translucent (the Mask opacity slider)
 const UNDO_DEPTH = 60;
 
 export class MaskEditor {
