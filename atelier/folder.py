@@ -16,7 +16,10 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 CONFIG = "config.json"
 INDEX = "model.safetensors.index.json"
@@ -75,7 +78,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise FolderError(f"{path / CONFIG} is corrupt: {error}") from None
 
 
-def load_tensors(path: str | Path, device: str = "cpu") -> dict[str, Any]:
+def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Every tensor of the folder, after checking the index against the shards."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -94,7 +97,7 @@ def load_tensors(path: str | Path, device: str = "cpu") -> dict[str, Any]:
         if not shard.is_file():
             raise FolderError(f"{path} is missing shard {filename} named in its index")
         try:
-            part = load_file(str(shard), device=device)
+            part = load_file(str(shard), device=str(device))  # safetensors takes "cuda:0", not torch.device
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
             raise FolderError(f"shard {shard} is corrupt or truncated: {error}") from None
         expected = {name for name, file in weight_map.items() if file == filename}

@@ -10,7 +10,7 @@ from atelier.folder import FolderError
 from atelier.model.config import PRESETS, ModelConfig, preset
 from atelier.model.embed import camera_vector
 from atelier.model.info import model_info
-from atelier.model.memory import ProductKeyMemory
+from atelier.model.memory import ProductKeyMemory, SlotUsage
 from atelier.model.rope import apply_rope, rope_table
 from atelier.model.transformer import SpaceTimeTransformer
 
@@ -180,6 +180,30 @@ def test_memory_reads_and_updates_few_slots():
     assert 0 < touched <= 3 * 2 * 4 < 32 * 32
 
 
+def test_slot_usage_measures_how_widely_the_memory_is_read():
+    torch.manual_seed(0)
+    memory = ProductKeyMemory(width=16, keys=8, topk=2, heads=1, key_dim=8)
+    one_token = torch.randn(1, 16).expand(50, 16)
+    plain = memory(one_token)
+    with SlotUsage(memory) as usage:
+        recorded = memory(one_token)
+    assert torch.equal(plain, recorded) and not memory._forward_hooks
+    (same,) = usage.summary()
+    assert same["slots"] == 64 and same["read"] == 2 / 64 and same["perplexity"] <= 2 / 64 + 1e-9
+    with SlotUsage(memory) as usage:
+        memory(torch.randn(400, 16))
+    (varied,) = usage.summary()
+    assert varied["read"] > 0.5 and 2 / 64 < varied["perplexity"] <= varied["read"]
+
+
+def test_slot_usage_of_a_model_has_a_line_per_memory_layer(model):
+    with SlotUsage(model) as usage:
+        model(canvas(2, 1, 4, 8, 8), torch.full((2,), 0.5), *text(2))
+    (layer,) = usage.summary()
+    assert layer["slots"] == 8 * 8 and 0 < layer["read"] <= 1
+    assert SlotUsage(randomised(replace(MICRO, memory_blocks=()))).summary() == []
+
+
 def test_memory_values_are_their_own_parameter_group(model):
     values = model.memory_value_parameters()
     assert len(values) == 1 and values[0].shape == (8 * 8, 48)
@@ -220,6 +244,8 @@ def test_save_and_load_round_trip(model, tmp_path):
     assert torch.equal(loaded(x, t, *text(1)), model(x, t, *text(1)))
     index = json.loads((tmp_path / "m" / "model.safetensors.index.json").read_text())
     assert set(index["weight_map"]) == set(model.state_dict())
+    on_device = SpaceTimeTransformer.from_pretrained(tmp_path / "m", device=torch.device("cpu"))  # not only "cpu"
+    assert torch.equal(on_device(x, t, *text(1)), model(x, t, *text(1)))
 
 
 def test_large_models_are_sharded(tmp_path):

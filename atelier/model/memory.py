@@ -9,6 +9,8 @@ The values are trained with their own learning rate (see `value_parameters`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,6 +37,13 @@ class ProductKeyMemory(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])                                            # [T, D]
+        rows, weights = self.address(flat)                                       # [T, H, k] each
+        read = self.values(rows.flatten(1), per_sample_weights=weights.flatten(1).to(self.values.weight.dtype))
+        out = self.out(read.to(x.dtype) * F.silu(self.gate(flat)))               # [T, D]
+        return out.reshape(shape)
+
+    def address(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The value rows each token reads and their weights: [T, H, k] each, for tokens [T, D]."""
         query = self.query_norm(self.query(flat).unflatten(-1, (self.heads, 2, -1)))  # [T, H, 2, d/2]
         scores = torch.einsum("thsd,hsnd->thsn", query, self.sub_keys.to(query.dtype))  # [T, H, 2, n]
         first_scores, first = scores[:, :, 0].topk(self.topk, dim=-1)            # [T, H, k]
@@ -42,10 +51,46 @@ class ProductKeyMemory(nn.Module):
         pairs = first_scores[..., :, None] + second_scores[..., None, :]         # [T, H, k, k]
         best, pair = pairs.flatten(-2).topk(self.topk, dim=-1)                   # [T, H, k]
         rows = first.gather(-1, pair // self.topk) * self.keys + second.gather(-1, pair % self.topk)
-        weights = best.float().softmax(dim=-1)                                   # [T, H, k]
-        read = self.values(rows.flatten(1), per_sample_weights=weights.flatten(1).to(self.values.weight.dtype))
-        out = self.out(read.to(x.dtype) * F.silu(self.gate(flat)))               # [T, D]
-        return out.reshape(shape)
+        return rows, best.float().softmax(dim=-1)
 
     def value_parameters(self) -> list[nn.Parameter]:
         return [self.values.weight]
+
+
+class SlotUsage:
+    """How a model's memories are read while this context is open: the share of value slots read at
+    all and the perplexity of the summed read weights over the slots, as a share of the slot count
+    (Lample et al. 2019, section 4.4: a memory whose reads pile onto few keys stores little whatever
+    its size). Recorded by forward hooks, so the model's code and outputs are untouched."""
+
+    def __init__(self, model: nn.Module):
+        self.memories = [m for m in model.modules() if isinstance(m, ProductKeyMemory)]
+        self.weight = [torch.zeros(m.keys * m.keys, dtype=torch.float64) for m in self.memories]
+        self._hooks: list = []
+
+    def __enter__(self) -> SlotUsage:
+        for index, memory in enumerate(self.memories):
+            self._hooks.append(memory.register_forward_hook(
+                lambda module, args, _, index=index: self._record(index, module, args[0])))
+        return self
+
+    def __exit__(self, *_) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+
+    @torch.no_grad()
+    def _record(self, index: int, memory: ProductKeyMemory, x: torch.Tensor) -> None:
+        rows, weights = memory.address(x.reshape(-1, x.shape[-1]))
+        self.weight[index].index_add_(0, rows.flatten().cpu(), weights.flatten().double().cpu())
+
+    def summary(self) -> list[dict[str, float]]:
+        """Per memory layer: slots, read (share read at least once), perplexity (share of slots)."""
+        result = []
+        for weight in self.weight:
+            total = weight.sum()
+            share = weight[weight > 0] / total if total > 0 else weight[:0]
+            perplexity = math.exp(float(-(share * share.log()).sum())) if total > 0 else 0.0
+            result.append({"slots": len(weight), "read": float((weight > 0).double().mean()),
+                           "perplexity": perplexity / len(weight)})
+        return result

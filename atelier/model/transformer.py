@@ -210,7 +210,7 @@ class SpaceTimeTransformer(nn.Module):
         return save_folder(path, {"kind": KIND, "model": self.config.to_dict()}, self.state_dict())
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "cpu") -> SpaceTimeTransformer:
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> SpaceTimeTransformer:
         from atelier.folder import FolderError, check_state_dict, load_tensors, read_config
 
         config = read_config(path)
