@@ -4,19 +4,26 @@ model with a product-key memory layer reproduces, against its dense twin.
 Lample et al. 2019 and Berges et al. 2024 ("Memory Layers at Scale") claim memory layers add
 capacity for facts at almost no compute. The glyph world (atelier.world.glyphs) is pure facts: K
 invented names, one icon each, nothing to generalise. For each K this script writes the world,
-trains the two models with the project's trainer one after the other for the same wall-clock budget,
-then asks each exported model for every entity's icon ("an icon of a zorblat", one fixed seed) and
-counts an entity reproduced when its nearest template is its own and lies within half the templates'
+trains the two models with the project's trainer one after the other for the same budget (steps or
+minutes), then asks each exported model for every entity's icon ("an icon of a zorblat", one fixed
+seed) and counts an entity reproduced when its nearest template is its own and lies within half the templates'
 guaranteed separation (atelier.world.glyphs.reproduced says why that radius).
 
     .venv/bin/python bench/memory_capacity.py --k 256 1024 --minutes 0 --steps 1800 \
         --output runs/memory_capacity --tokenizer weights/tokenizer --docs docs/memory_capacity.md
+
+A longer budget for one K joins an earlier report as another row (`--reuse` evaluates finished runs
+again, with their logged loss and time):
+
+    .venv/bin/python bench/memory_capacity.py --k 1024 --steps 7200 --output runs/mc1024-long \
+        --merge docs/memory_capacity.json --tokenizer weights/tokenizer --docs docs/memory_capacity.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -84,29 +91,31 @@ def to_uint8(pixels: torch.Tensor) -> np.ndarray:
 
 
 def bundle_generator(path: str | Path, text_encoder, steps: int | None = None,
-                     guidance: float | None = None) -> Generate:
-    """A `Generate` over an exported model folder (atelier.bundle), with its default sampler settings."""
+                     guidance: float | None = None) -> tuple[Generate, torch.nn.Module]:
+    """A `Generate` over an exported model folder (atelier.bundle), with its default sampler settings,
+    and the transformer it samples with (to watch its memory reads)."""
     from atelier.bundle import read_index
     from atelier.flow.generate import generate_latents
     from atelier.model.transformer import SpaceTimeTransformer
     from atelier.tokenizer.autoencoder import Autoencoder
 
     path = Path(path)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where the trainer trained it
     defaults = read_index(path)["defaults"]
-    model = SpaceTimeTransformer.from_pretrained(path / "transformer")
-    tokenizer = Autoencoder.from_pretrained(path / "tokenizer")
+    model = SpaceTimeTransformer.from_pretrained(path / "transformer", device=device)
+    tokenizer = Autoencoder.from_pretrained(path / "tokenizer", device=device)
     side = defaults["size"] // tokenizer.config.downsample
     shape = (1, model.config.latent_channels, side, side)
 
     def generate(captions: list[str]) -> np.ndarray:
         text = text_encoder.encode(captions)  # fp32, as the trainer encodes captions
         # The denoiser under bf16 autocast, as in training: the numerics it learned, at twice fp32's CPU speed.
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             latents = generate_latents(model, text, [EVAL_SEED] * len(captions), shape,
                                        steps=steps or defaults["steps"], sampler=defaults["sampler"],
                                        text_scale=guidance if guidance is not None else defaults["guidance"])
         return to_uint8(tokenizer.decode(latents)[:, 0])
-    return generate
+    return generate, model
 
 
 @torch.no_grad()
@@ -169,20 +178,22 @@ def train_variant(name: str, root: Path, glyphs: list[Glyph], args: argparse.Nam
     (or reuse a finished run there with --reuse)."""
     from atelier.bundle import read_index
     from atelier.train.config import TrainConfig
-    from atelier.train.logs import read_log
+    from atelier.train.logs import read_log, recent_loss
     from atelier.train.trainer import train
 
     folder, run = root / "glyphs", root / name
     exported = run / "model"
     if args.reuse and (exported / "model_index.json").is_file():
         training = read_index(exported)["training"]
+        records = read_log(run / "log.jsonl")
         print(f"reusing {exported} ({training['steps']} steps)", flush=True)
-        return {"steps": training["steps"], "images": training["images"], "seconds": None, "final_loss": None}
+        return {"steps": training["steps"], "images": training["images"], "seconds": records[-1]["seconds"],
+                "final_loss": recent_loss(records)}
     if run.exists() and any(run.iterdir()):
         raise SystemExit(f"{run} already holds a run; remove it, or pass --reuse to evaluate the finished one")
     config = TrainConfig(preset="tiny", data=str(folder), tokenizer=str(root / "tokenizer"), output=str(run),
                          minutes=args.minutes, steps=args.steps or None, batch=args.batch, lr=args.lr,
-                         warmup=args.warmup, size=32, seed=args.seed, threads=args.threads,
+                         warmup=args.warmup, size=32, seed=args.seed, threads=args.threads, workers=args.workers,
                          tasks={"text_to_image": 1.0}, checkpoint_every=10**9,
                          sample_prompts=tuple(g.caption for g in glyphs[:2]), sample_steps=10,
                          model_overrides=dict(VARIANTS[name]))
@@ -190,7 +201,7 @@ def train_variant(name: str, root: Path, glyphs: list[Glyph], args: argparse.Nam
     result = train(config, log=lambda line: print(f"  [{name}] {line}", flush=True), progress=False)
     records = read_log(run / "log.jsonl")  # the loop's own clock: sampling the grid and exporting excluded
     return {"steps": result["steps"], "images": result["steps"] * args.batch, "seconds": records[-1]["seconds"],
-            "final_loss": result["final_loss"]}
+            "final_loss": recent_loss(records)}
 
 
 def write_sheet(images: np.ndarray, glyphs: list[Glyph], path: Path, count: int = 64, columns: int = 16) -> None:
@@ -222,37 +233,41 @@ def machine() -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from atelier.model.memory import SlotUsage
     from atelier.text.encoder import TextEncoder
 
     torch.set_num_threads(args.threads)
     text_encoder = TextEncoder.load()
-    report: dict[str, Any] = {"command": " ".join(shlex.quote(a) for a in sys.argv), "machine": machine(),
+    budget = _budget(args)
+    command = " ".join(shlex.quote(a) for a in sys.argv)
+    report: dict[str, Any] = {"command": f"`{command}`", "machine": machine(),
                               "batch": args.batch, "lr": args.lr, "threshold": THRESHOLD,
                               "tokenizer_path": str(args.tokenizer), "memory_overrides": MEMORY,
-                              "requested_k": list(args.k), "worlds": []}
-    if args.merge is not None:  # an earlier report's finished worlds stay; only the missing K run
-        earlier = json.loads(args.merge.read_text())
-        report["worlds"] = [w for w in earlier["worlds"] if w["k"] in args.k]
+                              "requested": [[k, budget] for k in args.k], "worlds": []}
+    for earlier in map(json.loads, (path.read_text() for path in args.merge)):  # their worlds stay
+        report["worlds"] += earlier["worlds"]
         report["command"] = f"{earlier['command']}; then {report['command']}"
-    done = {w["k"] for w in report["worlds"]}
-    for count in [k for k in args.k if k not in done]:
+    done = {world_key(w) for w in report["worlds"]}
+    for count in [k for k in args.k if (k, budget) not in done]:
         root = args.output / f"k{count}"
         glyphs = write_glyph_folder(root / "glyphs", count, seed=args.seed)
         tokenizer_path = glyph_tokenizer(args.tokenizer, glyphs, root / "tokenizer")
         tokenizer = tokenizer_check(tokenizer_path, glyphs)
         side = 32 // tokenizer["downsample"]
-        world = {"k": count, "budget": _budget(args), "tokenizer": tokenizer, "latent_side": side,
+        world = {"k": count, "budget": budget, "tokenizer": tokenizer, "latent_side": side,
                  "models": flops_check(tokenizer["latent_channels"], side)}
         print(f"K={count}: tokenizer PSNR {tokenizer['psnr_mean']:.1f} dB (min {tokenizer['psnr_min']:.1f}), "
               f"reconstructions reproduced {tokenizer['ceiling']}/{count}", flush=True)
         for name in VARIANTS:
             world["models"][name].update(train_variant(name, root, glyphs, args))
             started = time.perf_counter()
-            with torch.no_grad():
-                images = ask(bundle_generator(root / name / "model", text_encoder, args.eval_steps), glyphs)
+            generate, model = bundle_generator(root / name / "model", text_encoder, args.eval_steps)
+            with torch.no_grad(), SlotUsage(model) as usage:
+                images = ask(generate, glyphs)
             evaluation = score(images, glyphs)
             write_sheet(images, glyphs, root / name / "eval.png")
-            world["models"][name].update(asdict(evaluation), eval_seconds=time.perf_counter() - started)
+            world["models"][name].update(asdict(evaluation), slot_usage=usage.summary(),
+                                         eval_seconds=time.perf_counter() - started)
             print(f"  {name}: reproduced {evaluation.reproduced}/{count}, nearest right {evaluation.nearest_right}, "
                   f"median distance {evaluation.median_distance:.3f}", flush=True)
         report["worlds"].append(world)
@@ -260,10 +275,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def world_key(world: dict[str, Any]) -> tuple[int, str]:
+    """A world is one K trained for one budget: the same K may be measured at several."""
+    return world["k"], world["budget"]
+
+
 def table(report: dict[str, Any]) -> str:
     lines = ["| K | model | parameters (dense + memory) | GFLOP/sample | steps | images seen | train min | "
-             "final loss | reproduced / K | nearest right / K | median RMS to own |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "final loss | reproduced / K | nearest right / K | median RMS to own | memory slots read / perplexity |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for world in report["worlds"]:
         for name, m in world["models"].items():
             if "reproduced" not in m:
@@ -273,8 +293,22 @@ def table(report: dict[str, Any]) -> str:
                          f"{m['images']:,} | {_minutes(m['seconds'])} | {_loss(m['final_loss'])} | "
                          f"{m['reproduced']} / {world['k']:,} | "
                          f"{m['nearest_right']} / "
-                         f"{world['k']:,} | {m['median_distance']:.3f} |")
+                         f"{world['k']:,} | {m['median_distance']:.3f} | {_usage(m)} |")
     return "\n".join(lines)
+
+
+def _usage(model: dict[str, Any]) -> str:
+    """Each memory layer's share of slots read and its read perplexity as a share of the slots."""
+    if not model["memory_parameters"]:
+        return "-"
+    if model.get("slot_usage") is None:  # reports written before the usage was measured
+        return "not measured"
+    return ", ".join(f"{layer['read']:.0%} / {layer['perplexity']:.1%}" for layer in model["slot_usage"])
+
+
+def _slots(report: dict[str, Any]) -> str:
+    counts = {layer["slots"] for w in report["worlds"] for layer in w["models"]["memory"].get("slot_usage") or []}
+    return " or ".join(f"{count:,}" for count in sorted(counts)) or "n"
 
 
 def _minutes(seconds: float | None) -> str:
@@ -286,7 +320,10 @@ def _loss(loss: float | None) -> str:
 
 
 def verdict(report: dict[str, Any]) -> str:
-    """One line per world: the counts side by side, called a null result below 5% of K for both."""
+    """One line per world: the counts side by side and memory's lead in each, with its standard error
+    over the K entities (two independent binomial counts: how far entity sampling alone moves it; a
+    second training seed would add its own spread). A null result when neither model gets 5% of K
+    even by nearest template."""
     lines = []
     for world in report["worlds"]:
         dense, memory, k = world["models"]["dense"], world["models"]["memory"], world["k"]
@@ -294,20 +331,28 @@ def verdict(report: dict[str, Any]) -> str:
             continue
         counts = (f"dense {dense['reproduced']}, memory {memory['reproduced']} reproduced; nearest template right "
                   f"for {dense['nearest_right']} and {memory['nearest_right']}")
-        if max(dense["reproduced"], memory["reproduced"]) < 0.05 * k:
-            lines.append(f"- K = {k:,}: a null result, neither model reproduces 5% of the entities ({counts}).")
-        else:
-            lines.append(f"- K = {k:,}: {counts}.")
+        if max(dense["nearest_right"], memory["nearest_right"]) < 0.05 * k:
+            lines.append(f"- K = {k:,}, {world['budget']}: a null result, neither model draws 5% of the entities "
+                         f"even nearest their own template ({counts}).")
+            continue
+        leads = "; ".join(f"{_lead(dense[key], memory[key], k)} {label}"
+                          for key, label in (("reproduced", "reproduced"), ("nearest_right", "nearest right")))
+        lines.append(f"- K = {k:,}, {world['budget']}: {counts}. Memory minus dense: {leads}.")
     return "\n".join(lines)
 
 
+def _lead(dense: int, memory: int, k: int) -> str:
+    error = k * math.sqrt((dense / k) * (1 - dense / k) / k + (memory / k) * (1 - memory / k) / k)
+    return f"{memory - dense:+d} (standard error {error:.0f})"
+
+
 def _missing(report: dict[str, Any]) -> str:
-    done = {w["k"] for w in report["worlds"]}
-    missing = [k for k in report.get("requested_k", []) if k not in done]
+    done = {world_key(w) for w in report["worlds"]}
+    missing = [f"K = {k:,} for {budget}" for k, budget in report.get("requested", []) if (k, budget) not in done]
     if not missing:
         return ""
-    return (f"\nNot measured yet: K = {', '.join(f'{k:,}' for k in missing)} (requested, but the run stopped "
-            "before it finished; `--merge` continues it).\n")
+    return (f"\nNot measured yet: {', '.join(missing)} (requested, but the run stopped before it finished; "
+            "`--merge` with its JSON continues it).\n")
 
 
 def _tokenizer_line(world: dict[str, Any]) -> str:
@@ -318,7 +363,8 @@ def _tokenizer_line(world: dict[str, Any]) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    tokenizer_lines = "\n".join(_tokenizer_line(w) for w in report["worlds"])
+    lines = {w["k"]: _tokenizer_line(w) for w in report["worlds"]}  # one tokenizer per K, whatever the budget
+    tokenizer_lines = "\n".join(lines[k] for k in sorted(lines))
     return f"""# Memory layers: how many named entities a model reproduces at equal FLOPs
 
 Generated by `bench/memory_capacity.py`; the raw figures are in `memory_capacity.json` next to this file.
@@ -342,6 +388,10 @@ Generated by `bench/memory_capacity.py`; the raw figures are in `memory_capacity
   at which the balls around the templates do not overlap, so by the triangle inequality a passing image is
   nearer its own template than any other by construction, never by a near-tie. "Nearest right" drops the
   distance condition.
+- Memory slots read / perplexity: while the memory model draws every entity's icon, the share of its
+  {_slots(report)} value slots read at all, and the perplexity of the summed read weights as a share of the
+  slots (`atelier.model.memory.SlotUsage`; Lample et al. 2019, section 4.4): 100% would be every slot
+  read equally.
 
 ## Result
 
@@ -352,7 +402,7 @@ Generated by `bench/memory_capacity.py`; the raw figures are in `memory_capacity
 One training run and one sampling seed per model: differences of a few entities are within noise.
 "Final loss" is the training loss averaged over the last 20 steps (each sample's timestep is random).
 
-Command: `{report['command']}`
+How it was made: {report['command']}
 
 Machine: {report['machine']}
 """
@@ -384,9 +434,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-steps", type=int, default=None, help="sampling steps (default: the bundle's)")
     parser.add_argument("--seed", type=int, default=0, help="the glyph world and the training runs")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0, help="data-loading processes (TrainConfig.workers)")
     parser.add_argument("--reuse", action="store_true", help="evaluate finished runs instead of refusing them")
-    parser.add_argument("--merge", type=Path, default=None,
-                        help="keep this earlier report's worlds and train only the K it lacks")
+    parser.add_argument("--merge", type=Path, nargs="+", default=[],
+                        help="keep these earlier reports' worlds; train only the (K, budget) they lack")
     parser.add_argument("--render", type=Path, default=None,
                         help="write the markdown (to --output and --docs) from this report JSON; train nothing")
     return parser.parse_args(argv)

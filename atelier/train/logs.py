@@ -57,6 +57,12 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def recent_loss(records: list[dict[str, Any]], count: int = 20) -> float | None:
+    """The training loss averaged over the last `count` logged steps: a run's "final loss"."""
+    losses = [r["loss"] for r in records if "loss" in r][-count:]
+    return sum(losses) / len(losses) if losses else None
+
+
 def plot_losses(records: list[dict[str, Any]], path: str | Path) -> Path:
     """The loss per step and its running mean, as a PNG."""
     import matplotlib

@@ -31,7 +31,7 @@ from atelier.train.config import TrainConfig
 from atelier.train.data import StepExamples, open_source, step_loader
 from atelier.train.distributed import Processes, mean_across, start, stop, wrap
 from atelier.train.ema import EMA
-from atelier.train.logs import RunLog, plot_losses, read_log, sample_grid
+from atelier.train.logs import RunLog, plot_losses, read_log, recent_loss, sample_grid
 
 SAMPLES_PER_PROMPT = 4
 TEXT_CACHE_ENTRIES = 4096   # about 120 MB of caption embeddings
@@ -149,7 +149,7 @@ class Trainer:
         if runlog is not None:
             runlog.close()
         records = read_log(Path(config.output) / "log.jsonl") if processes.is_main else []
-        return {"steps": self.step, "model": str(exported), "final_loss": _recent_mean(records),
+        return {"steps": self.step, "model": str(exported), "final_loss": recent_loss(records),
                 "seconds": time.perf_counter() - started}
 
     def _train_step(self) -> dict[str, Any]:
@@ -251,11 +251,6 @@ def write_latent_cache(cache: dict[str, torch.Tensor], path: Path) -> None:
     partial = path.with_name(f".{path.name}.partial")
     save_file({key: value.contiguous() for key, value in cache.items()}, str(partial))
     os.replace(partial, path)
-
-
-def _recent_mean(records: list[dict[str, Any]], count: int = 20) -> float | None:
-    losses = [r["loss"] for r in records if "loss" in r][-count:]
-    return sum(losses) / len(losses) if losses else None
 
 
 def _quiet(_: str) -> None:
