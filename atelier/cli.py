@@ -373,8 +373,12 @@ def _bench(args: argparse.Namespace) -> None:
     if args.target == "train":
         from atelier.train.bench import benchmark
 
-        benchmark(args.preset, args.batch, latent=args.latent, precision=args.precision, seconds=args.seconds,
-                  compile_model=args.compile, threads=args.threads, log=lambda line: print(line, flush=True))
+        results = benchmark(args.preset, args.batch, latent=args.latent, precision=args.precision,
+                            seconds=args.seconds, compile_model=args.compile, threads=args.threads,
+                            log=lambda line: print(line, flush=True))
+        _write_json(args.json, {"preset": args.preset, "batch": args.batch, "latent": args.latent,
+                                "precision": args.precision, "compile": args.compile,
+                                "results": [result.as_dict() for result in results]})
     if args.target == "serve":
         from atelier.server.bench import benchmark
 
@@ -641,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", help="generate: a model folder (default: weights/default)")
     bench.add_argument("--per-category", type=_positive, default=8,
                        help="generate: evaluation prompts per category in the step sweep")
-    bench.add_argument("--json", type=Path, help="generate, serve: also write the figures here")
+    bench.add_argument("--json", type=Path, help="generate, train, serve: also write the figures here")
     bench.add_argument("--load", action="store_true", help="serve: also the load test (16 clients)")
     bench.add_argument("--load-seconds", type=float, default=60.0, help="serve: length of the load test")
     bench.add_argument("--preset", default="tiny", help="train: the model preset")

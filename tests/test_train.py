@@ -312,6 +312,19 @@ def test_bench_counts_flops_and_compares_with_diffusers():
     assert 2.5 < ours.flops_per_image / forward < 3.5, "a training step costs about three forward passes"
 
 
+def test_bench_train_writes_its_figures_as_json(tmp_path, capsys):
+    pytest.importorskip("diffusers", reason="diffusers is the benchmark's peer (installed by setup.sh --dev)")
+    from atelier.cli import main
+
+    main(["bench", "train", "--preset", "tiny", "--batch", "2", "--latent", "8", "--seconds", "0.2", "--threads", "1",
+          "--json", str(tmp_path / "bench.json")])
+    report = json.loads((tmp_path / "bench.json").read_text())
+    ours, theirs = report["results"]
+    assert (report["preset"], ours["name"], theirs["name"]) == ("tiny", "atelier tiny", "diffusers DiT")
+    assert 0 < ours["mfu"] < 1 and ours["achieved_flops"] == ours["flops_per_image"] * ours["images_per_second"]
+    assert "ratio atelier / diffusers" in capsys.readouterr().out
+
+
 def test_worker_processes_prepare_the_same_steps():
     from atelier.train.data import StepExamples, step_loader
 

@@ -38,6 +38,11 @@ class BenchResult:
     def mfu(self) -> float:
         return self.achieved_flops / self.peak_flops
 
+    def as_dict(self) -> dict[str, float | str]:
+        return {"name": self.name, "parameters": self.parameters, "flops_per_image": self.flops_per_image,
+                "images_per_second": self.images_per_second, "peak_flops": self.peak_flops,
+                "achieved_flops": self.achieved_flops, "mfu": self.mfu}
+
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, size: int | None = None, seconds: float = 2.0) -> float:
     """FLOP/s of a square matmul, the practical peak of this device and dtype."""
