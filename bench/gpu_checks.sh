@@ -6,9 +6,9 @@
 #   bench/gpu_checks.sh prepare     here, once: the compact text encoder and the wheels the GPU machine
 #                                   lacks (diffusers), into .carry/ (ignored by git)
 #   bench/gpu_checks.sh run bench   there, as the device tool's command with carry [".carry"] and
-#   bench/gpu_checks.sh run memory  timeout_s 600: each part fits one command (about 5 minutes on an
-#                                   H100) and the two fit one 15-minute device budget with the start;
-#                                   figures and logs go to $OUT (default runs/gpu-checks)
+#   bench/gpu_checks.sh run memory  timeout_s 600: each part fits one command (about 5 minutes each on
+#                                   an H100, so about 11 with the start: inside one 15-minute budget);
+#                                   figures, logs and eval sheets go to $OUT (default runs/gpu-checks)
 #   SMOKE=1 PYTHON=.venv/bin/python bench/gpu_checks.sh run bench memory
 #                                   here, the same steps at toy sizes on the CPU, before spending device time
 #
@@ -73,7 +73,11 @@ run() {
                 stage memory-capacity 420 "$python" bench/memory_capacity.py --k $k $budget --batch "$mc_batch" \
                     --workers 4 --threads "$threads" --output "$out/memory" --tokenizer weights/tokenizer
                 cp "$out"/memory/memory_capacity.{json,md} "$out/" 2>/dev/null
-                rm -rf "$out/memory" ;;  # the model folders: too many files to bring back
+                for sheet in "$out"/memory/k*/*/eval.png; do  # templates over answers, 64 entities each
+                    model=$(dirname "$sheet")                # .../k1024/memory -> k1024-memory.png
+                    [ -f "$sheet" ] && cp "$sheet" "$out/$(basename "$(dirname "$model")")-$(basename "$model").png"
+                done
+                rm -rf "$out/memory" ;;  # the model folders: too many files to bring back (8 at most)
         esac
     done
     cat "$out/stages.txt"

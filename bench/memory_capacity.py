@@ -239,14 +239,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     text_encoder = TextEncoder.load()
     budget = _budget(args)
-    command = " ".join(shlex.quote(a) for a in sys.argv)
-    report: dict[str, Any] = {"command": f"`{command}`", "machine": machine(),
+    report: dict[str, Any] = {"command": f"`{args.command}`", "machine": machine(),
                               "batch": args.batch, "lr": args.lr, "threshold": THRESHOLD,
                               "tokenizer_path": str(args.tokenizer), "memory_overrides": MEMORY,
                               "requested": [[k, budget] for k in args.k], "worlds": []}
-    for earlier in map(json.loads, (path.read_text() for path in args.merge)):  # their worlds stay
-        report["worlds"] += earlier["worlds"]
-        report["command"] = f"{earlier['command']}; then {report['command']}"
+    earlier = [json.loads(path.read_text()) for path in args.merge]  # their worlds stay
+    for world in (world for other in earlier for world in other["worlds"]):
+        if world_key(world) not in {world_key(w) for w in report["worlds"]}:  # the first report's copy wins
+            report["worlds"].append(world)
+    report["command"] = "; then ".join([other["command"] for other in earlier] + [report["command"]])
     done = {world_key(w) for w in report["worlds"]}
     for count in [k for k in args.k if (k, budget) not in done]:
         root = args.output / f"k{count}"
@@ -272,6 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   f"median distance {evaluation.median_distance:.3f}", flush=True)
         report["worlds"].append(world)
         _write(report, args)  # after each K, so a long run leaves its finished worlds behind
+    _write(report, args)  # also when the merged reports held every world asked for
     return report
 
 
@@ -280,11 +282,16 @@ def world_key(world: dict[str, Any]) -> tuple[int, str]:
     return world["k"], world["budget"]
 
 
+def ordered(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The worlds by K, then by the steps their models took."""
+    return sorted(report["worlds"], key=lambda w: (w["k"], w["models"]["dense"].get("steps") or 0))
+
+
 def table(report: dict[str, Any]) -> str:
     lines = ["| K | model | parameters (dense + memory) | GFLOP/sample | steps | images seen | train min | "
              "final loss | reproduced / K | nearest right / K | median RMS to own | memory slots read / perplexity |",
              "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for world in report["worlds"]:
+    for world in ordered(report):
         for name, m in world["models"].items():
             if "reproduced" not in m:
                 continue
@@ -325,7 +332,7 @@ def verdict(report: dict[str, Any]) -> str:
     second training seed would add its own spread). A null result when neither model gets 5% of K
     even by nearest template."""
     lines = []
-    for world in report["worlds"]:
+    for world in ordered(report):
         dense, memory, k = world["models"]["dense"], world["models"]["memory"], world["k"]
         if "reproduced" not in dense or "reproduced" not in memory:
             continue
@@ -334,6 +341,11 @@ def verdict(report: dict[str, Any]) -> str:
         if max(dense["nearest_right"], memory["nearest_right"]) < 0.05 * k:
             lines.append(f"- K = {k:,}, {world['budget']}: a null result, neither model draws 5% of the entities "
                          f"even nearest their own template ({counts}).")
+            continue
+        if min(dense["reproduced"], memory["reproduced"]) == k:
+            lines.append(f"- K = {k:,}, {world['budget']}: both models reproduce all {k:,} entities, so this world "
+                         f"does not tell them apart (median RMS to own {dense['median_distance']:.3f} and "
+                         f"{memory['median_distance']:.3f}).")
             continue
         leads = "; ".join(f"{_lead(dense[key], memory[key], k)} {label}"
                           for key, label in (("reproduced", "reproduced"), ("nearest_right", "nearest right")))
@@ -440,7 +452,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="keep these earlier reports' worlds; train only the (K, budget) they lack")
     parser.add_argument("--render", type=Path, default=None,
                         help="write the markdown (to --output and --docs) from this report JSON; train nothing")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    words = sys.argv if argv is None else ["bench/memory_capacity.py", *argv]
+    args.command = " ".join(shlex.quote(word) for word in words)  # what made the report, written into it
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -95,17 +95,19 @@ def test_one_k_at_two_budgets_gives_two_rows_and_two_verdicts(bench):
     usage = [{"slots": 16384, "read": 0.97, "perplexity": 0.17}]
     report = {"command": "bench", "machine": "cpu", "batch": 32, "lr": 1e-3, "threshold": bench.THRESHOLD,
               "tokenizer_path": "weights/tokenizer", "memory_overrides": bench.MEMORY,
-              "requested": [[1024, "1800 steps"], [1024, "7200 steps"], [256, "7200 steps"]],
-              "worlds": [fake_world(1024, "1800 steps", 0, 1, None, nearest=(3, 5)),
-                         fake_world(1024, "7200 steps", 300, 420, usage)]}
+              "requested": [[1024, "1800 steps"], [1024, "7200 steps"], [4096, "7200 steps"]],
+              "worlds": [fake_world(1024, "7200 steps", 300, 420, usage),   # listed by K, then steps
+                         fake_world(1024, "1800 steps", 0, 1, None, nearest=(3, 5)),
+                         fake_world(256, "7200 steps", 256, 256, usage, nearest=(256, 256))]}
     text = bench.markdown(report)
+    assert "- K = 256, 7200 steps: both models reproduce all 256 entities, so this world does not tell" in text
     assert "- K = 1,024, 1800 steps: a null result, neither model draws 5% of the entities" in text
     assert ("- K = 1,024, 7200 steps: dense 300, memory 420 reproduced; nearest template right for 512 and 600. "
             "Memory minus dense: +120 (standard error 21) reproduced; +88 (standard error 22) nearest right.") in text
     rows = [line for line in text.splitlines() if line.startswith("| 1,024 |")]
     assert len(rows) == 4 and rows[3].endswith("| 97% / 17.0% |") and rows[1].endswith("| not measured |")
     assert rows[2].endswith("| - |")  # the dense model has no memory to read
-    assert "Not measured yet: K = 256 for 7200 steps" in text and "16,384 value slots" in text
+    assert "Not measured yet: K = 4,096 for 7200 steps" in text and "16,384 value slots" in text
     assert text.count("  - K = 1,024: conv encoder") == 1
 
 
@@ -135,6 +137,15 @@ def test_a_short_run_then_a_longer_budget_joins_it_as_another_world(bench, tmp_p
     assert [(w["k"], w["budget"]) for w in merged["worlds"]] == [(8, "2 steps"), (8, "3 steps")]
     text = (tmp_path / "b" / "memory_capacity.md").read_text()
     assert "- K = 8, 2 steps:" in text and "- K = 8, 3 steps:" in text
+    assert merged["command"].index("--steps 2") < merged["command"].index("--steps 3")
+
+    # Reports that already hold every world asked for are merged and written; nothing is trained.
+    both = [str(tmp_path / name / "memory_capacity.json") for name in ("b", "a")]
+    joined = bench.run(bench.parse_args([*common, "--steps", "2", "--output", str(tmp_path / "c"), "--merge", *both]))
+    assert [(w["k"], w["budget"]) for w in joined["worlds"]] == [(8, "2 steps"), (8, "3 steps")]
+    assert not (tmp_path / "c" / "k8").exists() and (tmp_path / "c" / "memory_capacity.json").is_file()
+    command = joined["command"]
+    assert command.index(f"--output {tmp_path / 'b'}") < command.index(f"--output {tmp_path / 'c'}")
 
     again = bench.run(bench.parse_args([*common, "--steps", "2", "--output", str(tmp_path / "a"), "--reuse"]))
     rescored = again["worlds"][0]["models"]["memory"]
