@@ -184,23 +184,21 @@ def train_variant(name: str, root: Path, glyphs: list[Glyph], args: argparse.Nam
     folder, run = root / "glyphs", root / name
     exported = run / "model"
     if args.reuse and (exported / "model_index.json").is_file():
-        training = read_index(exported)["training"]
-        records = read_log(run / "log.jsonl")
-        print(f"reusing {exported} ({training['steps']} steps)", flush=True)
-        return {"steps": training["steps"], "images": training["images"], "seconds": records[-1]["seconds"],
-                "final_loss": recent_loss(records)}
-    if run.exists() and any(run.iterdir()):
+        print(f"reusing {exported}", flush=True)
+    elif run.exists() and any(run.iterdir()):
         raise SystemExit(f"{run} already holds a run; remove it, or pass --reuse to evaluate the finished one")
-    config = TrainConfig(preset="tiny", data=str(folder), tokenizer=str(root / "tokenizer"), output=str(run),
-                         minutes=args.minutes, steps=args.steps or None, batch=args.batch, lr=args.lr,
-                         warmup=args.warmup, size=32, seed=args.seed, threads=args.threads, workers=args.workers,
-                         tasks={"text_to_image": 1.0}, checkpoint_every=10**9,
-                         sample_prompts=tuple(g.caption for g in glyphs[:2]), sample_steps=10,
-                         model_overrides=dict(VARIANTS[name]))
-    print(f"training {name} on {folder} for {_budget(args)}", flush=True)
-    result = train(config, log=lambda line: print(f"  [{name}] {line}", flush=True), progress=False)
+    else:
+        config = TrainConfig(preset="tiny", data=str(folder), tokenizer=str(root / "tokenizer"), output=str(run),
+                             minutes=args.minutes, steps=args.steps or None, batch=args.batch, lr=args.lr,
+                             warmup=args.warmup, size=32, seed=args.seed, threads=args.threads,
+                             workers=args.workers, tasks={"text_to_image": 1.0}, checkpoint_every=10**9,
+                             sample_prompts=tuple(g.caption for g in glyphs[:2]), sample_steps=10,
+                             model_overrides=dict(VARIANTS[name]))
+        print(f"training {name} on {folder} for {_budget(args)}", flush=True)
+        train(config, log=lambda line: print(f"  [{name}] {line}", flush=True), progress=False)
+    training = read_index(exported)["training"]
     records = read_log(run / "log.jsonl")  # the loop's own clock: sampling the grid and exporting excluded
-    return {"steps": result["steps"], "images": result["steps"] * args.batch, "seconds": records[-1]["seconds"],
+    return {"steps": training["steps"], "images": training["images"], "seconds": records[-1]["seconds"],
             "final_loss": recent_loss(records)}
 
 
@@ -244,11 +242,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               "tokenizer_path": str(args.tokenizer), "memory_overrides": MEMORY,
                               "requested": [[k, budget] for k in args.k], "worlds": []}
     earlier = [json.loads(path.read_text()) for path in args.merge]  # their worlds stay
+    done: set[tuple[int, str]] = set()
     for world in (world for other in earlier for world in other["worlds"]):
-        if world_key(world) not in {world_key(w) for w in report["worlds"]}:  # the first report's copy wins
+        if world_key(world) not in done:  # the first report's copy wins
             report["worlds"].append(world)
+            done.add(world_key(world))
     report["command"] = "; then ".join([other["command"] for other in earlier] + [report["command"]])
-    done = {world_key(w) for w in report["worlds"]}
     for count in [k for k in args.k if (k, budget) not in done]:
         root = args.output / f"k{count}"
         glyphs = write_glyph_folder(root / "glyphs", count, seed=args.seed)
