@@ -133,6 +133,9 @@ def test_consent_decides_the_export_and_the_trainer_reads_it(server, keys, tmp_p
     chosen, rejected = make(server, keys["alice"], "a lime crescent", seed=31)
     for image in (chosen, rejected):
         assert call(server, keys["alice"], "POST", f"/v1/assets/{image}/publish")[0] == 200
+    assert call(server, keys["alice"], "POST", f"/v1/assets/{passed_over}/keep")[2] == {"kept": passed_over,
+                                                                                         "others": [kept]}
+    # she changes her mind: the last keep replaces the first, so the pair says what she chose in the end
     assert call(server, keys["alice"], "POST", f"/v1/assets/{kept}/keep")[2] == {"kept": kept,
                                                                                   "others": [passed_over]}
     assert call(server, keys["bob"], "POST", f"/v1/gallery/{chosen}/like")[2]["liked"]
@@ -154,6 +157,7 @@ def test_consent_decides_the_export_and_the_trainer_reads_it(server, keys, tmp_p
     pairs = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
     assert {"prompt": "a navy cross", "chosen": f"pairs/{kept}.png", "rejected": f"pairs/{passed_over}.png",
             "signal": "keep"} in pairs
+    assert not [pair for pair in pairs if pair["chosen"] == f"pairs/{passed_over}.png"]
     assert {"prompt": "a lime crescent", "chosen": f"pairs/{chosen}.png", "rejected": f"pairs/{rejected}.png",
             "signal": "like"} in pairs
     for pair in pairs:

@@ -15,14 +15,17 @@ Without /usr/bin/chromium or playwright the tests skip with the reason, and fail
 import base64
 import io
 import re
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy import select
 
 from atelier.metadata import read_info
 from atelier.server.config import ServerSettings
 from atelier.server.db import Database
+from atelier.server.models import Feedback
 from tests.api_server import start_server
 from tests.test_studio_browser import PASSWORD, _expect
 
@@ -120,7 +123,16 @@ def png(page, url):
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), data
 
 
-def test_alice_keeps_one_candidate_and_publishes_both(alice, ids, shots):
+def until(page, condition, what, seconds=30):
+    """Let the page's events run until `condition()` holds (Playwright's dispatcher runs in this thread,
+    so a blocking wait would starve it)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {seconds} s for {what}"
+        page.wait_for_timeout(20)
+
+
+def test_alice_keeps_one_candidate_and_publishes_both(alice, server, ids, shots):
     expect = _expect()
     sign_in(alice, "alice")
     expect(alice.locator("#nav-moderation")).to_be_hidden()
@@ -135,12 +147,26 @@ def test_alice_keeps_one_candidate_and_publishes_both(alice, ids, shots):
     expect(tiles).to_have_count(2)
     ids["kept"], ids["other"] = tiles.nth(0).get_attribute("data-id"), tiles.nth(1).get_attribute("data-id")
 
+    # She keeps the second, then at once the first. The first request's answer is held back until after
+    # the second click, as a loaded machine may do: UI and server must both end on her last click.
+    held, answered = [], []
+    alice.on("requestfinished", lambda request: answered.append(request.url) if request.url.endswith("/keep")
+             else None)
+    alice.route("**/v1/assets/*/keep", lambda route: held.append(route) if not held else route.continue_())
     tiles.nth(1).get_by_role("button", name="Keep").click()
+    until(alice, lambda: held, "the first Keep request to reach the route")
     tiles.nth(0).get_by_role("button", name="Keep").click()          # changed her mind: the first one
+    expect(tiles.nth(0).locator(".keep")).to_have_text("Kept")       # shown at once, before any answer
+    held[0].continue_()
+    until(alice, lambda: len(answered) == 2, "both Keep requests to be answered")
+    expect(card.locator(".grid")).not_to_have_attribute("aria-busy", "true")
+    alice.unroute("**/v1/assets/*/keep")
     expect(tiles.nth(0).locator(".keep")).to_have_text("Kept")
     expect(tiles.nth(0)).to_have_class(re.compile(r"\bkept\b"))
     expect(tiles.nth(1).locator(".keep")).to_have_attribute("aria-pressed", "false")
     expect(tiles.nth(1)).not_to_have_class(re.compile(r"\bkept\b"))
+    with server.services.db.session() as session:
+        assert set(session.scalars(select(Feedback.asset_id).where(Feedback.kind == "keep"))) == {ids["kept"]}
 
     for index in (0, 1):
         tiles.nth(index).get_by_role("button", name="Publish").click()

@@ -126,11 +126,14 @@ def unpublish(asset_id: AssetId, request: Request, principal: PrincipalDep, serv
 @router.post("/assets/{asset_id}/keep", responses=ERRORS)
 def keep(asset_id: AssetId, principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
     """Say this is the one you kept of the images its job made: the others become its 'rejected'
-    side in preference pairs (atelier feedback export, with your consent)."""
+    side in preference pairs (atelier feedback export, with your consent). One choice per job: a
+    later keep replaces an earlier one, so changing your mind leaves exactly the last choice."""
     asset = _own(session, asset_id, principal)
-    session.add(Feedback(user_id=principal.user_id, asset_id=asset.id, kind="keep"))
     others = [] if asset.job_id is None else list(session.scalars(
         select(Asset.id).where(Asset.job_id == asset.job_id, Asset.id != asset.id)))
+    session.execute(delete(Feedback).where(Feedback.user_id == principal.user_id, Feedback.kind == "keep",
+                                           Feedback.asset_id.in_([asset.id, *others])))
+    session.add(Feedback(user_id=principal.user_id, asset_id=asset.id, kind="keep"))
     return {"kept": asset.id, "others": others}
 
 

@@ -56,22 +56,48 @@ export function publishControls(item, figure) {
 }
 
 // "Keep": this one of a job's candidates is the one you keep (the others are its passed-over side).
+// A job's Keep clicks form one chain: the tiles show the latest click at once, its requests go to the
+// server one after another in click order (so the server ends on the last click, whatever order a
+// loaded machine would have answered concurrent requests in), and when the chain is idle the tiles
+// show the server's final answer; after a failure, the last choice the server confirmed.
+const keepChains = new WeakMap();   // the job's grid -> { tail, pending, confirmed }
+
+function showKept(grid, keptId) {
+  for (const tile of grid.querySelectorAll(".tile")) {
+    const chosen = tile.dataset.id === keptId;
+    tile.classList.toggle("kept", chosen);
+    const control = tile.querySelector(".keep");
+    if (control) {
+      control.setAttribute("aria-pressed", String(chosen));
+      control.textContent = chosen ? "Kept" : "Keep";
+    }
+  }
+}
+
 export function keepButton(item, figure) {
   const button = el("button", { type: "button", class: "small toggle keep", "aria-pressed": "false",
     title: "This is the one I keep of these images" }, "Keep");
-  button.addEventListener("click", async () => {
-    const kept = await busy(button, "Keeping…", null, () => api("POST", `/v1/assets/${item.id}/keep`));
-    if (!kept) return;
-    for (const other of figure.closest(".grid").querySelectorAll(".tile")) {
-      const chosen = other === figure;
-      other.classList.toggle("kept", chosen);
-      const control = other.querySelector(".keep");
-      if (control) {
-        control.setAttribute("aria-pressed", String(chosen));
-        control.textContent = chosen ? "Kept" : "Keep";
+  button.addEventListener("click", () => {
+    const grid = figure.closest(".grid");
+    if (!keepChains.has(grid)) keepChains.set(grid, { tail: Promise.resolve(), pending: 0, confirmed: null });
+    const chain = keepChains.get(grid);
+    chain.pending += 1;
+    grid.setAttribute("aria-busy", "true");
+    showKept(grid, item.id);
+    chain.tail = chain.tail.then(async () => {
+      let failure = null;
+      try {
+        chain.confirmed = (await api("POST", `/v1/assets/${item.id}/keep`)).kept;
+      } catch (error) {
+        failure = error;
       }
-    }
-    toast("Kept. Your choice helps train better models if you allow it in Account.");
+      chain.pending -= 1;
+      if (failure) toast(failure.message);
+      if (chain.pending > 0) return;
+      grid.removeAttribute("aria-busy");
+      showKept(grid, chain.confirmed);
+      if (!failure) toast("Kept. Your choice helps train better models if you allow it in Account.");
+    });
   });
   return button;
 }
