@@ -1,13 +1,30 @@
 """The `atelier` command. Subcommands import what they need when they run, so `atelier
---help` stays instant."""
+--help` stays instant.
+
+Exit status 2 is bad input on the command line (argparse's own errors, and a setting out of range,
+an input that cannot be read or an output folder that cannot be written, all found before a model
+loads); 1 is a failure while working.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import warnings
 from pathlib import Path
+
+
+class UsageError(SystemExit):
+    """Bad command-line input: exit status 2, as argparse's; the message is printed by main()."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def _world(args: argparse.Namespace) -> None:
@@ -230,17 +247,75 @@ def _write_json(path: Path | None, data: dict) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
-def _generate_command(args: argparse.Namespace) -> None:
-    import torch
+def _flag(setting: str) -> str:
+    """The command-line flag of a pipeline setting (atelier.pipeline.SettingError.setting)."""
+    return "-n" if setting == "n" else f"--{setting}"
 
+
+def _usage(error: ValueError) -> UsageError:
+    """A library's refusal of the command line's input, worded with the flag when it names a setting."""
+    from atelier.pipeline import SettingError
+
+    if isinstance(error, SettingError):
+        return UsageError(f"error: {_flag(error.setting)} {error.rule}, got {error.value}")
+    return UsageError(f"error: {error}")
+
+
+def _os_reason(error: OSError) -> str:
+    """An OSError's reason in words, without the errno and the path Python puts around it."""
+    return (error.strerror or str(error)).lower()
+
+
+def _output_folder(folder: Path) -> None:
+    """Make sure -o names a folder that can be written, before any model loads: it is created if
+    missing, and a file is created in it and removed."""
+    import tempfile
+
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"error: -o {folder} is a file, not a folder; give a folder for the images")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UsageError(f"error: -o {folder}: cannot write images there ({_os_reason(error)})") from None
+
+
+def _check_requests(requests: list, model: str | None) -> None:
+    """Each request checked against the limits and the defaults of the model folder `model`, read
+    from its model_index.json without loading weights (atelier.pipeline.check_request)."""
+    from atelier.folder import FolderError
+    from atelier.pipeline import check_request, model_settings
+
+    try:
+        defaults, name = model_settings(model)
+    except FolderError as error:     # its message starts with the folder's path
+        raise UsageError(f"error: {'' if model is None else '--model '}{error}") from None
+    for request in requests:
+        try:
+            check_request(request, defaults, name)
+        except ValueError as error:
+            raise _usage(error) from None
+
+
+def _generate_command(args: argparse.Namespace) -> None:
+    """atelier generate: every prompt, setting and the output folder are checked before the model loads."""
     from atelier.metadata import read_info, save_numbered
     from atelier.pipeline import MAX_IMAGES, Atelier, GenerationRequest
 
-    torch.set_num_threads(args.threads)
     if args.source is not None:
-        info = read_info(args.source)
+        if not args.source.is_file():
+            raise UsageError(f"error: --from {args.source}: no such file")
+        try:
+            info = read_info(args.source)
+        except ValueError as error:
+            raise UsageError(f"error: --from {error}") from None
         if info is None:
-            raise SystemExit(f"error: {args.source} carries no Atelier generation metadata to reproduce")
+            raise UsageError(f"error: --from {args.source} carries no Atelier generation metadata to reproduce")
+        _output_folder(args.output)
+        import torch
+
+        torch.set_num_threads(args.threads)
         pipe = Atelier.from_pretrained(args.model)
         image = pipe.reproduce(info)
         image.info["atelier"] = info
@@ -251,14 +326,22 @@ def _generate_command(args: argparse.Namespace) -> None:
         return
     prompts = list(args.prompt or [])
     if args.prompts is not None:
-        prompts += [line.strip() for line in Path(args.prompts).read_text().splitlines() if line.strip()]
+        try:
+            text = args.prompts.read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = _os_reason(error) if isinstance(error, OSError) else "not a UTF-8 text file"
+            raise UsageError(f"error: --prompts {args.prompts}: {reason}") from None
+        prompts += [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
-        raise SystemExit("error: give a prompt, --prompts FILE (one prompt per line) or --from IMAGE")
-    pipe = Atelier.from_pretrained(args.model)
+        raise UsageError("error: give a prompt, --prompts FILE (one prompt per line) or --from IMAGE")
     requests = [GenerationRequest(prompt, args.negative, args.n, args.seed, args.steps, args.guidance, args.size,
                                   args.sampler) for prompt in prompts]
-    for request in requests:
-        pipe.resolve(request)   # every prompt is checked before the first is drawn
+    _check_requests(requests, args.model)
+    _output_folder(args.output)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    pipe = Atelier.from_pretrained(args.model)
     chunk = max(1, MAX_IMAGES // args.n)
     for start in range(0, len(requests), chunk):
         for images in pipe.generate(requests[start:start + chunk], progress=not args.quiet):
@@ -267,33 +350,54 @@ def _generate_command(args: argparse.Namespace) -> None:
 
 
 def _edit_command(args: argparse.Namespace) -> None:
-    """atelier edit, outpaint and vary: one image in, its edited versions out, numbered as generate numbers them."""
-    import torch
-
+    """atelier edit, outpaint and vary: one image in, its edited versions out, numbered as generate
+    numbers them. The settings, the image, the mask and the output folder are checked before the model loads."""
+    from atelier.edit.editor import check_edit_settings, check_outpaint, check_strength
+    from atelier.edit.inputs import open_image, read_region
     from atelier.metadata import save_numbered
-    from atelier.pipeline import Atelier
+    from atelier.pipeline import Atelier, GenerationRequest
 
     automatic = args.command == "edit" and (args.background or args.subject)
     if args.command == "edit" and (args.which is not None or args.point is not None) and not args.subject:
-        raise SystemExit("error: --which and --point pick one object of the subject; use them with --subject")
+        raise UsageError("error: --which and --point pick one object of the subject; use them with --subject")
+    if args.command == "outpaint" and not any((args.left, args.right, args.top, args.bottom)):
+        raise UsageError("error: give at least one side to extend: --left, --right, --top or --bottom (pixels)")
+    _check_requests([GenerationRequest(args.prompt, args.negative, args.n, args.seed, args.steps, args.guidance,
+                                       None, args.sampler)], args.model)
+    region = None
+    try:
+        if args.command == "vary":
+            check_strength(args.strength)
+        elif args.command == "edit":
+            check_edit_settings(args.context, args.feather)
+        picture = open_image(args.image)
+        if args.command == "outpaint":
+            check_outpaint(picture.size, args.left, args.right, args.top, args.bottom)
+        elif args.command == "edit" and not automatic:
+            region = read_region(None if args.mask is None else open_image(args.mask, "mask"), picture)
+    except ValueError as error:
+        raise _usage(error) from None
+    _output_folder(args.output)
+    import torch
+
     torch.set_num_threads(args.threads)
     settings = dict(n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
                     negative_prompt=args.negative, progress=not args.quiet)
     pipe = Atelier.from_pretrained(args.model)
     if args.command == "vary":
-        result = pipe.variations(args.image, strength=args.strength, prompt=args.prompt, **settings)
+        result = pipe.variations(picture, strength=args.strength, prompt=args.prompt, **settings)
     elif args.command == "outpaint":
-        result = pipe.outpaint(args.image, args.left, args.right, args.top, args.bottom, prompt=args.prompt,
+        result = pipe.outpaint(picture, args.left, args.right, args.top, args.bottom, prompt=args.prompt,
                                **settings)
     else:
         settings.update(context=args.context, feather=args.feather)
         if args.background:
-            result = pipe.replace_background(args.image, args.prompt, **settings)
+            result = pipe.replace_background(picture, args.prompt, **settings)
         elif args.subject:
             which = args.point if args.point is not None else args.which
-            result = pipe.replace_subject(args.image, args.prompt, which=which, **settings)
+            result = pipe.replace_subject(picture, args.prompt, which=which, **settings)
         else:
-            result = pipe.edit(args.image, args.mask, args.prompt, **settings)
+            result = pipe.edit(picture, region, args.prompt, **settings)
     if result.window is None:
         print("nothing was edited, so nothing was written", file=sys.stderr)
         return
@@ -303,7 +407,8 @@ def _edit_command(args: argparse.Namespace) -> None:
     if automatic:
         mask_path = paths[0].with_name(f"{paths[0].stem}-mask.png")
         result.mask.save(mask_path)
-        print(f"{mask_path}  (the area edited, white; refine it and run atelier edit IMAGE --mask {mask_path.name})")
+        again = shlex.join(["atelier", "edit", str(args.image), args.prompt, "--mask", str(mask_path)])
+        print(f"{mask_path}  (the area edited, white; refine it and run: {again})")
 
 
 def _same_pixels(a: str | Path, b: str | Path) -> bool:
@@ -328,40 +433,65 @@ def _inspect(args: argparse.Namespace) -> None:
 
 def _verify(args: argparse.Namespace) -> None:
     """The image's generation metadata and its watermark (atelier.provenance); exit 0 whatever is
-    found, 1 when the file cannot be read as an image."""
+    found, 1 when the file cannot be read as an image. An edit whose file records its area is read
+    there, where its mark is, and the rest separately, where the source's pixels are."""
+    import numpy as np
     from PIL import Image
 
+    from atelier import provenance
     from atelier.edit.inputs import rgb_pixels
-    from atelier.metadata import read_info
-    from atelier.provenance import detect
+    from atelier.metadata import check_not_empty, read_edit_region, read_info
 
     path = args.image
     if not path.is_file():
         raise SystemExit(f"error: {path}: no such file")
     try:
+        check_not_empty(path)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:   # the stored pixels, as marked: no EXIF rotation
                 image.load()
                 pixels = rgb_pixels(image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from error
+    except (OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise SystemExit(f"error: {path}: not a readable image ({error})") from error
     try:
         info, problem = read_info(path), None
     except ValueError as error:     # corrupt metadata: still look for the mark
         info, problem = None, str(error)
-    found = detect(pixels, info)
+    height, width = pixels.shape[:2]
+    states, region_problem = None, None
+    if (recorded := read_edit_region(path)) is not None:
+        try:
+            states = provenance.decode_region(recorded, width, height)
+        except ValueError as error:
+            region_problem = str(error)
+    if states is not None and (states != provenance.UNTOUCHED).any():
+        found = provenance.detect(pixels, info, states == provenance.WHOLLY, "edited")
+        rest = provenance.detect(pixels, info, states == provenance.UNTOUCHED, "outside")
+        share = float(np.mean(states == provenance.WHOLLY) + np.mean(states == provenance.PARTLY) / 2)
+        lines = provenance.describe_edit(info.task if info is not None else "edit", found, rest, share)
+    else:
+        found, rest, share = provenance.detect(pixels, info), None, None
+        explanation = provenance.describe_unrecorded_edit(info.task, found) if info is not None else None
+        lines = [found.describe(edit=explanation is not None)] + ([explanation] if explanation else [])
+        if region_problem:
+            lines.append(f"{region_problem}; the whole image was read")
     if args.json:
-        print(json.dumps({"file": str(path), "width": found.width, "height": found.height,
+        print(json.dumps({"file": str(path), "width": width, "height": height,
                           "metadata": None if info is None else info.to_dict(), "metadata_error": problem,
-                          "watermark": found.to_dict()}, indent=1))
+                          "watermark": found.to_dict(),
+                          "edited_area": None if share is None else {"share": round(share, 4),
+                                                                     "watermark_outside": rest.to_dict()},
+                          "edited_area_error": region_problem}, indent=1))
         return
-    print(f"{path}: {found.width}x{found.height}")
+    print(f"{path}: {width}x{height}")
     if info is not None:
         print("metadata:\n" + "\n".join(f"  {line}" for line in info.parameters().splitlines()))
     else:
         print(f"metadata: {problem or 'no Atelier metadata'}")
-    print(f"watermark: {found.describe()}")
+    print(f"watermark: {lines[0]}" + "".join(f"\n  {line}" for line in lines[1:]))
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -861,8 +991,14 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, OSError) as error:
+    except UsageError as error:
+        print(error.message, file=sys.stderr)
+        raise
+    except ValueError as error:
         raise SystemExit(f"error: {error}") from error
+    except OSError as error:      # "[Errno 28] No space left on device: 'x'" reads as a crash
+        where = f"{error.filename}: " if error.filename else ""
+        raise SystemExit(f"error: {where}{_os_reason(error)}") from error
 
 
 if __name__ == "__main__":

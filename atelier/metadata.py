@@ -2,7 +2,9 @@
 
 PNG gets AUTOMATIC1111's `parameters` text chunk (what most tools, galleries and CivitAI read) and an
 `atelier` iTXt chunk holding the same as JSON. JPEG and WebP have no text chunks: the A1111 text goes
-into the EXIF UserComment (as A1111 writes it) and the JSON into an XMP packet.
+into the EXIF UserComment (as A1111 writes it) and the JSON into an XMP packet. An edit's image also
+carries the area it redrew (atelier.provenance.encode_region, from image.info[REGION_KEY]) in an
+`atelier-edit-region` chunk or XMP attribute, so that its watermark can be read where it was put.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 JSON_KEY = "atelier"
+REGION_KEY = "atelier-edit-region"
 PARAMETERS_KEY = "parameters"
 EXIF_IFD, USER_COMMENT = 0x8769, 0x9286
 UNICODE_PREFIX = b"UNICODE\0"  # EXIF's character code for UTF-16 user comments (piexif writes big-endian)
@@ -70,11 +73,11 @@ def save_image(image: Image.Image, path: str | Path, info: GenerationInfo, quali
         raise ValueError(f"{path}: unsupported image type {path.suffix!r}; use one of {', '.join(FORMATS)}")
     data = json.dumps(info.to_dict(), ensure_ascii=False)
     if kind == "PNG":
-        image.save(path, format="PNG", pnginfo=_png_chunks(info))
+        image.save(path, format="PNG", pnginfo=_png_chunks(image, info))
         return path
     exif = Image.Exif()
     exif.get_ifd(EXIF_IFD)[USER_COMMENT] = UNICODE_PREFIX + info.parameters().encode("utf-16-be")
-    options = {"quality": quality, "exif": exif.tobytes(), "xmp": _xmp(data)}
+    options = {"quality": quality, "exif": exif.tobytes(), "xmp": _xmp(data, image.info.get(REGION_KEY))}
     if kind == "WEBP":
         options["lossless"] = quality >= 100
     image.convert("RGB").save(path, format=kind, **options)
@@ -84,14 +87,16 @@ def save_image(image: Image.Image, path: str | Path, info: GenerationInfo, quali
 def png_bytes(image: Image.Image, info: GenerationInfo) -> bytes:
     """`image` as the bytes of a PNG file carrying `info`, as save_image writes it (what the server stores)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=_png_chunks(info))
+    image.save(buffer, format="PNG", pnginfo=_png_chunks(image, info))
     return buffer.getvalue()
 
 
-def _png_chunks(info: GenerationInfo) -> PngInfo:
+def _png_chunks(image: Image.Image, info: GenerationInfo) -> PngInfo:
     chunks = PngInfo()
     chunks.add_text(PARAMETERS_KEY, info.parameters())
     chunks.add_itxt(JSON_KEY, json.dumps(info.to_dict(), ensure_ascii=False))
+    if isinstance(region := image.info.get(REGION_KEY), str):
+        chunks.add_itxt(REGION_KEY, region)
     return chunks
 
 
@@ -99,6 +104,7 @@ def read_info(path: str | Path) -> GenerationInfo | None:
     """The generation metadata of an image file, or None when it has none. A file that is not an
     image raises ValueError naming it."""
     path = Path(path)
+    check_not_empty(path)
     try:
         with Image.open(path) as image:
             text_chunks = dict(getattr(image, "text", {}) or {})
@@ -106,7 +112,7 @@ def read_info(path: str | Path) -> GenerationInfo | None:
             exif = image.getexif().get_ifd(EXIF_IFD).get(USER_COMMENT)
     except (OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"{path}: not a readable image ({error})") from error
-    raw = text_chunks.get(JSON_KEY) or _from_xmp(xmp)
+    raw = text_chunks.get(JSON_KEY) or _from_xmp(xmp, "generation")
     if raw is not None:
         try:
             return GenerationInfo.from_dict(json.loads(raw))
@@ -114,6 +120,18 @@ def read_info(path: str | Path) -> GenerationInfo | None:
             raise ValueError(f"{path}: its Atelier metadata is corrupt ({error})") from error
     parameters = text_chunks.get(PARAMETERS_KEY) or _from_user_comment(exif)
     return None if parameters is None else from_parameters(parameters)
+
+
+def check_not_empty(path: Path) -> None:
+    """ValueError naming `path` when it is a 0-byte file: "empty" says more than "not a readable image"."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes)")
+
+
+def read_edit_region(path: str | Path) -> str | None:
+    """The edited area an edit's file records (atelier.provenance.decode_region reads it), or None."""
+    with Image.open(path) as image:
+        return dict(getattr(image, "text", {}) or {}).get(REGION_KEY) or _from_xmp(image.info.get("xmp"), "editRegion")
 
 
 def read_parameters(path: str | Path) -> str | None:
@@ -143,19 +161,25 @@ def from_parameters(text: str) -> GenerationInfo | None:
         return None
 
 
-def _xmp(data: str) -> bytes:
-    escaped = data.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+def _xmp(data: str, region: str | None = None) -> bytes:
+    attributes = f'atelier:generation="{_escape(data)}"'
+    if isinstance(region, str):
+        attributes += f' atelier:editRegion="{_escape(region)}"'
     return (f'<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
             f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-            f'<rdf:Description rdf:about="" xmlns:atelier="{XMP_NAMESPACE}" atelier:generation="{escaped}"/>'
+            f'<rdf:Description rdf:about="" xmlns:atelier="{XMP_NAMESPACE}" {attributes}/>'
             f'</rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()
 
 
-def _from_xmp(xmp: bytes | str | None) -> str | None:
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def _from_xmp(xmp: bytes | str | None, attribute: str) -> str | None:
     if not xmp:
         return None
     text = xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else xmp
-    match = re.search(r'atelier:generation="([^"]*)"', text)
+    match = re.search(rf'atelier:{attribute}="([^"]*)"', text)
     if match is None:
         return None
     return (match.group(1).replace("&quot;", '"').replace("&gt;", ">").replace("&lt;", "<").replace("&amp;", "&"))

@@ -11,6 +11,9 @@ seed + k and comes out bit for bit the same alone or in any batch: linear layers
 the CPU give a row the same result whatever the batch, but not whatever the padding of the text,
 so each text is encoded alone and padded to a fixed bucket of its own length (TEXT_BUCKET), and only
 requests of the same bucket share a batch.
+
+`check_request` is the one place settings are checked; it needs only the model folder's
+model_index.json (`model_settings`), so the CLI refuses a bad setting before the weights load.
 """
 
 from __future__ import annotations
@@ -42,6 +45,14 @@ TEXT_BUCKET = 16          # text tokens are padded to a multiple of this
 Progress = Callable[[int, int], None]  # (sampling steps done, total) over the whole call
 
 
+class SettingError(ValueError):
+    """A setting out of its range: `setting` (the parameter's name), what it must be, and the value given."""
+
+    def __init__(self, setting: str, rule: str, value: Any):
+        super().__init__(f"{setting} {rule}, got {value!r}")
+        self.setting, self.rule, self.value = setting, rule, value
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """One prompt's images; settings left None take the model's defaults (model_index.json)."""
@@ -62,7 +73,7 @@ class Atelier(EditingMixin):
         self.index, self.path, self.model_hash = index, path, model_hash
         self.defaults = index["defaults"]
         self.name = path.name
-        self.sizes = tuple(self.defaults.get("sizes") or [self.defaults["size"]])
+        self.sizes = supported_sizes(self.defaults)
         self.segmenter_path: Path | None = None     # None: the shipped segmenter
         self._segmenter = None
 
@@ -179,43 +190,16 @@ class Atelier(EditingMixin):
         return ((pixels + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
 
     def resolve(self, request: GenerationRequest) -> GenerationRequest:
-        """The request with the model's defaults filled in and every setting checked; an empty
-        prompt (unconditional) and an over-long one (truncated) are allowed with a warning."""
-        from atelier.flow.samplers import SAMPLERS
-
-        if not isinstance(request.prompt, str):
-            raise ValueError(f"the prompt must be a string, got {type(request.prompt).__name__}")
-        if request.negative_prompt is not None and not isinstance(request.negative_prompt, str):
-            raise ValueError("the negative prompt must be a string")
-        defaults = self.defaults
-        steps = defaults["steps"] if request.steps is None else request.steps
-        guidance = defaults["guidance"] if request.guidance is None else request.guidance
-        size = defaults["size"] if request.size is None else request.size
-        sampler = defaults["sampler"] if request.sampler is None else request.sampler
-        seed = random.randrange(SEED_RANGE - MAX_IMAGES) if request.seed is None else request.seed
-        if not _integer(request.n) or not 1 <= request.n <= MAX_IMAGES:
-            raise ValueError(f"n must be a whole number from 1 to {MAX_IMAGES}, got {request.n!r}")
-        if not _integer(steps) or not 1 <= steps <= MAX_STEPS:
-            raise ValueError(f"steps must be a whole number from 1 to {MAX_STEPS}, got {steps!r}")
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
-                or not 0 <= guidance <= MAX_GUIDANCE:
-            raise ValueError(f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {guidance!r}")
-        if size not in self.sizes:
-            raise ValueError(f"size {size!r} is not supported by {self.name}; allowed: "
-                             f"{', '.join(str(s) for s in self.sizes)}")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
-        if not _integer(seed) or not 0 <= seed <= SEED_RANGE - request.n:
-            raise ValueError(f"seed must be a whole number from 0 to {SEED_RANGE - request.n}, got {seed!r}")
-        prompt = request.prompt.strip()
-        if not prompt:
+        """The request with the model's defaults filled in and every setting checked (check_request);
+        an empty prompt (unconditional) and an over-long one (truncated) are allowed with a warning."""
+        resolved = check_request(request, self.defaults, self.name)
+        if not resolved.prompt:
             warnings.warn("the prompt is empty: generating without a prompt (unconditional)", stacklevel=3)
-        for text, what in ((prompt, "prompt"), ((request.negative_prompt or "").strip(), "negative prompt")):
+        for text, what in ((resolved.prompt, "prompt"), (resolved.negative_prompt, "negative prompt")):
             if text and self.text_encoder.overflows(text):
                 warnings.warn(f"the {what} is longer than the text encoder's {self.text_encoder.max_length} tokens; "
                               f"the end is ignored", stacklevel=3)
-        return replace(request, prompt=prompt, negative_prompt=(request.negative_prompt or "").strip(), seed=seed,
-                       steps=steps, guidance=float(guidance), size=size, sampler=sampler)
+        return resolved
 
     def reproduce(self, info: GenerationInfo) -> Image.Image:
         """The image `info` describes, made again; refused when this model's weights differ from the recorded ones."""
@@ -227,6 +211,51 @@ class Atelier(EditingMixin):
             raise ValueError(f"reproducing a {info.task!r} image is not supported yet")
         return self.text_to_image(info.prompt, info.negative_prompt or None, 1, info.seed, info.steps, info.guidance,
                                   info.size, info.sampler)[0]
+
+
+def model_settings(path: str | Path | None = None) -> tuple[dict[str, Any], str]:
+    """(defaults, name) of the model folder at `path` (default DEFAULT_MODEL), read from its
+    model_index.json without loading any weights: what check_request needs."""
+    path = Path(path) if path is not None else DEFAULT_MODEL
+    return read_index(path)["defaults"], path.resolve().name
+
+
+def supported_sizes(defaults: dict[str, Any]) -> tuple[int, ...]:
+    """The image sides a model makes, from its defaults (model_index.json)."""
+    return tuple(defaults.get("sizes") or [defaults["size"]])
+
+
+def check_request(request: GenerationRequest, defaults: dict[str, Any], model: str) -> GenerationRequest:
+    """The request with `defaults` (a model's, model_index.json) filled in and every setting checked:
+    SettingError for the first out of range. The prompts are stripped; a missing seed is drawn."""
+    from atelier.flow.samplers import SAMPLERS
+
+    if not isinstance(request.prompt, str):
+        raise ValueError(f"the prompt must be a string, got {type(request.prompt).__name__}")
+    if request.negative_prompt is not None and not isinstance(request.negative_prompt, str):
+        raise ValueError("the negative prompt must be a string")
+    steps = defaults["steps"] if request.steps is None else request.steps
+    guidance = defaults["guidance"] if request.guidance is None else request.guidance
+    size = defaults["size"] if request.size is None else request.size
+    sampler = defaults["sampler"] if request.sampler is None else request.sampler
+    seed = random.randrange(SEED_RANGE - MAX_IMAGES) if request.seed is None else request.seed
+    if not _integer(request.n) or not 1 <= request.n <= MAX_IMAGES:
+        raise SettingError("n", f"must be a whole number from 1 to {MAX_IMAGES}", request.n)
+    if not _integer(steps) or not 1 <= steps <= MAX_STEPS:
+        raise SettingError("steps", f"must be a whole number from 1 to {MAX_STEPS}", steps)
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
+            or not 0 <= guidance <= MAX_GUIDANCE:
+        raise SettingError("guidance", f"must be a number from 0 to {MAX_GUIDANCE:g}", guidance)
+    sizes = supported_sizes(defaults)
+    if size not in sizes:
+        allowed = ", ".join(map(str, sizes))
+        raise SettingError("size", f"must be one of the sizes the model {model!r} makes: {allowed}", size)
+    if sampler not in SAMPLERS:
+        raise SettingError("sampler", f"must be one of {', '.join(SAMPLERS)}", sampler)
+    if not _integer(seed) or not 0 <= seed <= SEED_RANGE - request.n:
+        raise SettingError("seed", f"must be a whole number from 0 to {SEED_RANGE - request.n}", seed)
+    return replace(request, prompt=request.prompt.strip(), negative_prompt=(request.negative_prompt or "").strip(),
+                   seed=seed, steps=steps, guidance=float(guidance), size=size, sampler=sampler)
 
 
 def _text_bucket(*texts) -> int:

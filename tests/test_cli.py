@@ -147,3 +147,131 @@ def test_edit_inputs_are_written_for_any_model(tmp_path, monkeypatch):
     assert (case / "source.png").is_file() and (case / "mask.png").is_file() and (case / "instruction.txt").is_file()
     with pytest.raises(SystemExit, match="unknown suite 'audio'"):
         main(["eval", "--suite", "audio", str(tmp_path)])
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fails the test if a model starts loading: what it checks must be refused before that."""
+    from atelier.pipeline import Atelier
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model started loading")
+
+    monkeypatch.setattr(Atelier, "from_pretrained", refuse)
+
+
+@pytest.fixture
+def small_image(tmp_path):
+    path = tmp_path / "small.png"
+    Image.new("RGB", (64, 64), "teal").save(path)
+    return path
+
+
+def _usage_error(argv: list[str], capsys) -> str:
+    """The message of a command refused as bad input (exit status 2, as argparse's own errors)."""
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert refused.value.code == 2
+    return capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "a star", "--steps", "0"], "error: --steps must be a whole number from 1 to 1000, got 0"),
+    (["generate", "a star", "--guidance", "31"], "error: --guidance must be a number from 0 to 30, got 31.0"),
+    (["generate", "a star", "-n", "17"], "error: -n must be a whole number from 1 to 16, got 17"),
+    (["generate", "a star", "--size", "100"],
+     "error: --size must be one of the sizes the model 'default' makes: 64, got 100"),
+    (["generate", "a star", "--sampler", "ddim"], "error: --sampler must be one of euler, heun, multistep, got ddim"),
+    (["generate", "a star", "--seed", "-1"], "error: --seed must be a whole number from 0 to 4294967295, got -1"),
+    (["edit", "IMAGE", "a star", "--mask", "IMAGE", "--steps", "1001"],
+     "error: --steps must be a whole number from 1 to 1000, got 1001"),
+    (["edit", "IMAGE", "a star", "--mask", "IMAGE", "--feather", "-1"],
+     "error: --feather must be a width in pixels, at least 0, got -1.0"),
+    (["edit", "IMAGE", "a star", "--mask", "IMAGE", "--context", "5"],
+     "error: --context must be from 0 to 4 (a share of the region's size), got 5.0"),
+    (["edit", "IMAGE", "a star"], "error: give a mask (white = edit, or transparent = edit), or an image whose "
+                                  "transparent pixels mark the area to edit"),
+    (["vary", "IMAGE", "--strength", "1.5"], "error: --strength must be a number above 0 and at most 1, got 1.5"),
+    (["vary", "IMAGE", "--guidance", "-1"], "error: --guidance must be a number from 0 to 30, got -1.0"),
+    (["outpaint", "IMAGE", "a star"],
+     "error: give at least one side to extend: --left, --right, --top or --bottom (pixels)"),
+    (["outpaint", "IMAGE", "a star", "--left", "4040"],
+     "error: the extended image would be 4104x64; results up to 4096 pixels per side are made"),
+])
+def test_bad_settings_are_refused_before_the_model_loads(argv, message, small_image, tmp_path, no_model_load, capsys):
+    argv = [str(small_image) if part == "IMAGE" else part for part in argv]
+    assert _usage_error([*argv, "-o", str(tmp_path / "out")], capsys) == message
+    assert not (tmp_path / "out").exists(), "nothing is created for a refused command"
+
+
+def test_bad_inputs_name_the_flag_and_the_path(small_image, tmp_path, no_model_load, capsys):
+    empty = tmp_path / "empty.png"
+    empty.touch()
+    out = ["-o", str(tmp_path / "out")]
+    assert _usage_error(["edit", str(empty), "a star", "--mask", str(small_image), *out], capsys) == \
+        f"error: image {empty} is empty (0 bytes)"
+    assert _usage_error(["edit", str(small_image), "a star", "--mask", str(empty), *out], capsys) == \
+        f"error: mask {empty} is empty (0 bytes)"
+    assert _usage_error(["vary", str(empty), *out], capsys) == f"error: image {empty} is empty (0 bytes)"
+    assert _usage_error(["generate", "--from", str(empty), *out], capsys) == \
+        f"error: --from {empty}: the file is empty (0 bytes)"
+    missing = tmp_path / "prompts.txt"
+    assert _usage_error(["generate", "--prompts", str(missing), *out], capsys) == \
+        f"error: --prompts {missing}: no such file or directory"
+    assert _usage_error(["generate", "a star", "--model", str(tmp_path), *out], capsys) == \
+        f"error: --model {tmp_path} is not an Atelier model (no model_index.json); train one with `atelier train model`"
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_model_loads(small_image, tmp_path, no_model_load,
+                                                                                  capsys, monkeypatch):
+    taken = tmp_path / "taken.png"
+    taken.write_bytes(b"an image already")
+    assert _usage_error(["generate", "a star", "-o", str(taken)], capsys) == \
+        f"error: -o {taken} is a file, not a folder; give a folder for the images"
+    assert _usage_error(["edit", str(small_image), "a star", "--mask", str(small_image), "-o", str(taken / "sub")],
+                        capsys) == f"error: -o {taken / 'sub'}: cannot write images there (not a directory)"
+    import errno
+    import os
+    import tempfile
+
+    def read_only(*args, dir=None, **kwargs):   # a read-only mount, which a test cannot make
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    folder = tmp_path / "mounted"
+    assert _usage_error(["vary", str(small_image), "-o", str(folder)], capsys) == \
+        f"error: -o {folder}: cannot write images there (read-only file system)"
+
+
+def test_each_prompt_warning_is_given_once(folder, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["generate", "", "--negative", "a red circle and " * 60, "--model", str(folder), "-o", str(tmp_path),
+              "--seed", "1", "--quiet"])
+    messages = [str(warning.message) for warning in caught]
+    assert messages.count("the prompt is empty: generating without a prompt (unconditional)") == 1, messages
+    assert sum(message.startswith("the negative prompt is longer") for message in messages) == 1, messages
+    assert [path.name for path in tmp_path.iterdir()] == ["00000-1.png"]
+
+
+def test_the_automatic_mask_hint_is_a_command_that_runs(folder, tmp_path, monkeypatch, capsys):
+    import shlex
+
+    import numpy as np
+
+    from atelier.world.stream import make_sample
+
+    monkeypatch.chdir(tmp_path)
+    source = make_sample(3, 5, size=64, split="all").image
+    Image.fromarray(source).save("scene.png")
+    common = ["--model", str(folder), "-o", "out", "--quiet", "--seed", "2"]
+    main(["edit", "scene.png", "--background", "a blue background", *common])
+    hint = capsys.readouterr().out.splitlines()[1]
+    command = shlex.split(hint.split("run: ", 1)[1].removesuffix(")"))
+    assert command == ["atelier", "edit", "scene.png", "a blue background", "--mask", "out/00000-2-mask.png"]
+    main(command[1:] + common)
+    assert capsys.readouterr().out.strip() == "out/00001-2.png"
+    mask = np.asarray(Image.open("out/00000-2-mask.png")) == 255
+    assert np.array_equal(np.asarray(Image.open("out/00001-2.png"))[~mask], source[~mask])

@@ -69,11 +69,11 @@ def test_empty_and_overlong_prompts_warn(pipe):
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"size": 60}, "size 60 is not supported by model; allowed: 64"),
+    ({"size": 60}, "size must be one of the sizes the model 'model' makes: 64, got 60"),
     ({"steps": 0}, "steps must be a whole number from 1 to 1000"),
     ({"guidance": -1.0}, "guidance must be a number from 0 to 30"),
     ({"n": MAX_IMAGES + 1}, f"n must be a whole number from 1 to {MAX_IMAGES}"),
-    ({"sampler": "ddim"}, "unknown sampler 'ddim'; allowed: euler, heun, multistep"),
+    ({"sampler": "ddim"}, "sampler must be one of euler, heun, multistep, got 'ddim'"),
     ({"seed": -1}, "seed must be a whole number from 0"),
 ])
 def test_bad_settings_name_what_is_allowed(pipe, settings, message):

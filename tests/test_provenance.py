@@ -1,9 +1,11 @@
 """Provenance: the invisible watermark (atelier.provenance) is read back, survives JPEG at
 quality 90, is not found in unmarked photos, is never put on small images nor on pixels outside
-an edit's mask; the pipeline marks what it makes and `atelier verify` reports metadata and mark."""
+an edit's mask; an edit records its area and is read there; the pipeline marks what it makes and
+`atelier verify` reports metadata and mark."""
 
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -13,12 +15,13 @@ from PIL import Image
 
 from atelier import provenance as pv
 from atelier.cli import main
-from atelier.metadata import GenerationInfo, read_info, save_image
+from atelier.metadata import REGION_KEY, GenerationInfo, read_edit_region, read_info, save_image
 
 skimage_data = pytest.importorskip("skimage.data")
 
 INFO = GenerationInfo(prompt="a red star", seed=7, steps=20, guidance=4.0, sampler="euler", size=64,
                       model="default", model_hash="abc123", task="edit")
+SOURCE = GenerationInfo(**{**INFO.to_dict(), "seed": 3, "task": "text_to_image"})   # an earlier Atelier image
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +124,7 @@ def test_the_pipeline_marks_large_edits_and_variations_but_not_64_px_images(fold
     image = result.images[0]
     assert np.array_equal(np.asarray(image)[~region], astronaut[~region])
     assert pv.detect(image, image.info["atelier"]).status == "present"
+    assert np.array_equal(pv.decode_region(image.info[REGION_KEY], 512, 512), pv.region_blocks(region))
     assert pv.detect(result.raw[0]).status == "absent", "raw outputs before paste-back stay unmarked"
     varied = pipe.variations(astronaut[:300, :400], strength=0.5, seed=2).images[0]
     found = pv.detect(varied, varied.info["atelier"])
@@ -152,6 +156,91 @@ def test_verify_prints_the_metadata_and_the_watermark(marked, astronaut, tmp_pat
         main(["verify", str(tmp_path / "broken.png")])
     with pytest.raises(SystemExit, match="missing.png: no such file"):
         main(["verify", str(tmp_path / "missing.png")])
+
+
+def _square(top: int, left: int, side: int) -> np.ndarray:
+    region = np.zeros((512, 512), dtype=bool)
+    region[top:top + side, left:left + side] = True
+    return region
+
+
+@pytest.fixture(scope="module")
+def re_edit(astronaut):
+    """An edit of 15% of a large Atelier image: the source's mark stays on every pixel outside it."""
+    return pv.mark(pv.mark(Image.fromarray(astronaut), SOURCE), INFO, _square(100, 150, 200))
+
+
+def test_an_edit_is_read_in_the_area_it_records(re_edit):
+    whole = pv.detect(re_edit, INFO)
+    assert whole.status == "present" and whole.id_errors > 0, "over the whole image the two marks mix"
+    states = pv.decode_region(re_edit.info[REGION_KEY], 512, 512)
+    assert np.array_equal(states, pv.region_blocks(_square(100, 150, 200)))
+    assert (states == pv.WHOLLY).sum() == 24 * 24 and (states == pv.PARTLY).sum() == 26 * 26 - 24 * 24
+    inside = pv.detect(re_edit, INFO, states == pv.WHOLLY, "edited")
+    assert (inside.status, inside.marker_errors, inside.id_errors, inside.blocks) == ("present", 0, 0, 576)
+    outside = pv.detect(re_edit, SOURCE, states == pv.UNTOUCHED, "outside")
+    assert (outside.status, outside.id_errors) == ("present", 0), "outside, the source's own mark"
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_verify_reports_an_edit_as_atelier_made_in_its_area(re_edit, tmp_path, capsys, suffix):
+    path = save_image(re_edit, tmp_path / f"edit{suffix}", INFO, quality=90)
+    assert read_edit_region(path) == re_edit.info[REGION_KEY]
+    main(["verify", str(path)])
+    lines = capsys.readouterr().out.splitlines()[-3:]
+    assert lines[0].startswith("watermark: present in the edited area (dwtDctSvd; marker 0/32 bit errors), id ")
+    assert lines[0].endswith(": matches the metadata")
+    assert lines[1] == ("  an edit (edit) redraws only its area, here about 15.3% of the image (recorded in the file), "
+                        "and only the redrawn pixels carry this image's mark; every pixel outside it is the source "
+                        "image's, kept exactly")
+    assert lines[2].startswith("  present outside the edited area (dwtDctSvd; marker 0/32 bit errors), id ")
+    assert lines[2].endswith(": the source image's own mark, kept with its pixels (an earlier Atelier image)")
+    main(["verify", str(path), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["watermark"]["area"] == "edited" and report["watermark"]["id_errors"] == 0
+    assert report["edited_area"]["share"] == 0.1528
+    assert report["edited_area"]["watermark_outside"]["status"] == "present"
+
+
+def test_verify_says_why_an_edit_s_mark_cannot_be_checked(astronaut, re_edit, tmp_path, capsys):
+    small = pv.mark(Image.fromarray(astronaut), INFO, _square(100, 100, 100))    # 12x12 blocks: 36 of the 48 bits
+    main(["verify", str(save_image(small, tmp_path / "small.png", INFO))])
+    out = capsys.readouterr().out
+    assert ("watermark: too small to read in the edited area: its 144 whole 8x8-pixel blocks carry 36 of the 48 "
+            "payload bits (the bits run along the rows of blocks, so a small or narrow area misses some): the edit is "
+            "marked there, but too small an area for the mark to be read back") in out
+    unrecorded = Image.fromarray(np.asarray(re_edit))              # the pixels without the recorded area
+    main(["verify", str(save_image(unrecorded, tmp_path / "unrecorded.png", INFO))])
+    out = capsys.readouterr().out
+    assert "the metadata was changed" not in out
+    assert re.search(r": differs from the metadata's in \d+ of 16 bits, as an edit's may \(below\)\n  this is an "
+                     r"edit \(edit\) and the file does not record its area", out)
+    resized = re_edit.resize((500, 500))
+    resized.info[REGION_KEY] = re_edit.info[REGION_KEY]
+    main(["verify", str(save_image(resized, tmp_path / "resized.png", INFO))])
+    out = capsys.readouterr().out
+    assert ("the recorded edited area is for an image of 64x64 blocks of 8 pixels, and this 500x500 image has 62x62 "
+            "(it was resized or cropped); the whole image was read") in out
+
+
+def test_a_recorded_area_stays_small_and_never_claims_blocks_it_did_not_edit():
+    cells = np.random.default_rng(0).random((256, 256)) < 0.5                   # 16-pixel squares at random
+    region = cells.repeat(16, axis=0).repeat(16, axis=1)                         # a 4096 x 4096 image's area
+    exact = pv.region_blocks(region)
+    text = pv.encode_region(exact)
+    assert len(text) <= pv.REGION_CHARS and json.loads(text)["cell"] > 1
+    states = pv.decode_region(text, 4096, 4096)
+    assert np.all(exact[states == pv.WHOLLY] == pv.WHOLLY) and np.all(exact[states == pv.UNTOUCHED] == pv.UNTOUCHED)
+    assert np.array_equal(pv.decode_region(pv.encode_region(exact[:64, :64]), 512, 512), exact[:64, :64])
+    with pytest.raises(ValueError, match="the recorded edited area is corrupt"):
+        pv.decode_region('{"blocks": [64, 64], "cell": 1, "states": "not base64"}', 512, 512)
+
+
+def test_verify_names_an_empty_file(tmp_path):
+    (tmp_path / "empty.png").touch()
+    with pytest.raises(SystemExit) as refused:
+        main(["verify", str(tmp_path / "empty.png")])
+    assert str(refused.value) == f"error: {tmp_path / 'empty.png'}: the file is empty (0 bytes)"
 
 
 def test_the_watermark_packages_load_only_when_used():

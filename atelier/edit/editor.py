@@ -42,10 +42,10 @@ class AutomaticRegion:
 @dataclass(frozen=True)
 class EditResult:
     """What an edit made. `images` have the source's size and equal it outside `mask`; when both
-    sides are 256 px or more they carry the invisible watermark inside `mask` only
-    (atelier.provenance). `raw` are the model's outputs before paste-back (its whole window
-    replaced, the rest of the image kept, no watermark), what the edit suite's PSNR outside the
-    mask measures."""
+    sides are 256 px or more they carry the invisible watermark inside `mask` only, and record
+    that area so the mark is read there (atelier.provenance). `raw` are the model's outputs
+    before paste-back (its whole window replaced, the rest of the image kept, no watermark),
+    what the edit suite's PSNR outside the mask measures."""
 
     images: list[Image.Image]
     mask: Image.Image              # mode "L", white = the area that was edited
@@ -69,6 +69,7 @@ class EditingMixin:
         An empty region returns the image unchanged; a full one is plain generation."""
         from atelier.pipeline import GenerationRequest
 
+        check_edit_settings(context, feather)
         picture = open_image(image)
         pixels = rgb_pixels(picture)
         region = read_region(mask, picture)
@@ -78,16 +79,11 @@ class EditingMixin:
             warnings.warn("the mask marks nothing to edit: returning the image unchanged", stacklevel=2)
             unchanged = [Image.fromarray(pixels) for _ in range(request.n)]
             return EditResult(unchanged, _mask_image(region), [image.copy() for image in unchanged], None)
-        if not 0 <= context <= 4:
-            raise ValueError(f"context must be from 0 to 4 (a share of the region's size), got {context!r}")
         window = find_window(region, canvas, context)
         window_pixels, window_region = crop(pixels, region, window)
         model_region = fit_region(window_region, canvas)
         drawn = self._draw(request, fit_pixels(window_pixels, canvas), model_region, progress)
-        scale = window.side / canvas
-        width = scale if feather is None else feather
-        if width < 0:
-            raise ValueError(f"feather must be a width in pixels, at least 0, got {feather!r}")
+        width = window.side / canvas if feather is None else feather
         images, raws = [], []
         for k, array in enumerate(drawn):
             window_out = fit_pixels(array, window.side)
@@ -136,18 +132,9 @@ class EditingMixin:
                  prompt: str = "", **settings) -> EditResult:
         """Extend the canvas by the given pixels on each side and draw the new area; the image
         itself is kept exactly, at its offset (left, top) in the result."""
-        amounts = {"left": left, "right": right, "top": top, "bottom": bottom}
-        for name, amount in amounts.items():
-            if isinstance(amount, bool) or not isinstance(amount, (int, np.integer)) or amount < 0:
-                raise ValueError(f"{name} must be a whole number of pixels, at least 0, got {amount!r}")
-        if not any(amounts.values()):
-            raise ValueError("give at least one side to extend (left, right, top or bottom, in pixels)")
         pixels = rgb_pixels(open_image(image))
         height, width = pixels.shape[:2]
-        new_width, new_height = width + left + right, height + top + bottom
-        if max(new_width, new_height) > MAX_SIDE:
-            raise ImageInputError(f"the extended image would be {new_width}x{new_height}; results up to {MAX_SIDE} "
-                                  f"pixels per side are made")
+        check_outpaint((width, height), left, right, top, bottom)
         padding = ((top, bottom), (left, right))
         canvas = np.pad(pixels, padding + ((0, 0),), mode="edge")
         region = np.pad(np.zeros((height, width), dtype=bool), padding, constant_values=True)
@@ -162,8 +149,7 @@ class EditingMixin:
         round(steps * strength) steps, guided by `prompt` when one is given."""
         from atelier.pipeline import GenerationRequest
 
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
-            raise ValueError(f"strength must be a number above 0 and at most 1, got {strength!r}")
+        check_strength(strength)
         pixels = rgb_pixels(open_image(image))
         height, width = pixels.shape[:2]
         canvas = self._canvas(max(height, width))
@@ -229,6 +215,47 @@ class EditingMixin:
         return GenerationInfo(prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed + k,
                               steps=request.steps, guidance=request.guidance, sampler=request.sampler,
                               size=request.size, model=self.name, model_hash=self.model_hash, task=task)
+
+
+def check_edit_settings(context: float, feather: float | None) -> None:
+    """SettingError for an edit's `context` or `feather` out of range (before anything is read or drawn)."""
+    from atelier.pipeline import SettingError
+
+    if not _number(context) or not 0 <= context <= 4:
+        raise SettingError("context", "must be from 0 to 4 (a share of the region's size)", context)
+    if feather is not None and (not _number(feather) or not feather >= 0):
+        raise SettingError("feather", "must be a width in pixels, at least 0", feather)
+
+
+def check_strength(strength: float) -> None:
+    """SettingError for a variation's `strength` out of (0, 1]."""
+    from atelier.pipeline import SettingError
+
+    if not _number(strength) or not 0 < strength <= 1:
+        raise SettingError("strength", "must be a number above 0 and at most 1", strength)
+
+
+def check_outpaint(size: tuple[int, int], left: int, right: int, top: int, bottom: int) -> tuple[int, int]:
+    """The (width, height) outpainting an image of `size` by these pixels makes; SettingError for a
+    side that is not a whole number at least 0, ValueError for none at all or a result over MAX_SIDE."""
+    from atelier.pipeline import SettingError
+
+    amounts = {"left": left, "right": right, "top": top, "bottom": bottom}
+    for name, amount in amounts.items():
+        if isinstance(amount, bool) or not isinstance(amount, (int, np.integer)) or amount < 0:
+            raise SettingError(name, "must be a whole number of pixels, at least 0", amount)
+    if not any(amounts.values()):
+        raise ValueError("give at least one side to extend (left, right, top or bottom, in pixels)")
+    new_width, new_height = size[0] + left + right, size[1] + top + bottom
+    if max(new_width, new_height) > MAX_SIDE:
+        raise ImageInputError(f"the extended image would be {new_width}x{new_height}; results up to {MAX_SIDE} "
+                              f"pixels per side are made")
+    return new_width, new_height
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 def _with_info(pixels: np.ndarray, info: GenerationInfo) -> Image.Image:

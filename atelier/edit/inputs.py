@@ -34,17 +34,23 @@ def open_image(source: ImageInput, what: str = "image") -> Image.Image:
     if isinstance(source, np.ndarray):
         return _from_array(source, what)
     if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ImageInputError(f"{what} is empty (0 bytes)")
         stream, name = io.BytesIO(source), what
     elif isinstance(source, (str, Path)):
         if not Path(source).is_file():
             raise ImageInputError(f"{what} {source}: no such file")
+        if Path(source).stat().st_size == 0:   # "not a readable image" would send people looking for a codec
+            raise ImageInputError(f"{what} {source} is empty (0 bytes)")
         stream, name = Path(source), f"{what} {source}"
     else:
         raise ImageInputError(f"{what}: expected a path, bytes, a PIL image or an array, got {type(source).__name__}")
+    kind = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(stream)
+            kind = image.format
             _check_side(image.size, name)      # from the header: nothing is decoded yet
             image.load()
             image = ImageOps.exif_transpose(image)   # a phone photo is edited the way it is shown
@@ -53,8 +59,13 @@ def open_image(source: ImageInput, what: str = "image") -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageInputError(f"{name} declares more pixels than is safe to decode ({error}); images up to "
                               f"{MAX_SIDE} pixels per side are accepted") from error
-    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as error:
-        raise ImageInputError(f"{name} is not a readable image ({error})") from error
+    # in plain words: the decoder's own messages can name Python objects (`<_io.BytesIO object at 0x...>`)
+    except UnidentifiedImageError as error:
+        raise ImageInputError(f"{name} is not a readable image (not a PNG, JPEG, WebP or other image file "
+                              f"that Pillow reads)") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageInputError(f"{name} is not a readable image (the {kind or 'image'} file is damaged or "
+                              f"cut short)") from error
     return image
 
 
