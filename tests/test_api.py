@@ -200,7 +200,7 @@ def test_large_edits_come_back_watermarked_inside_the_mask_only(server, keys, tm
 
 
 @pytest.mark.parametrize("mask, message", [
-    (Image.new("RGB", (64, 64), "white"), "no alpha channel"),
+    (Image.new("L", (64, 64), "black"), "marks nothing to edit"),
     (Image.new("RGBA", (32, 32), (0, 0, 0, 0)), "must be the same size"),
     (Image.new("RGBA", (64, 64), (0, 0, 0, 255)), "marks nothing to edit"),
 ])
@@ -240,7 +240,7 @@ def test_bad_requests_get_400s_naming_the_problem(server, keys):
     assert error.value.body == {"message": error.value.body["message"], "type": "invalid_request_error",
                                 "param": "size", "code": "invalid_size"}
     cases = [({"n": 11}, "n"), ({"prompt": "x" * 4001}, "prompt"), ({"steps": 0}, "steps"),
-             ({"model": "dall-e-3"}, "model"), ({"response_format": "gif"}, "response_format"),
+             ({"model": "midjourney"}, "model"), ({"response_format": "gif"}, "response_format"),
              ({"seed": -1}, "seed"), ({"guidance": 31}, "guidance")]
     for change, param in cases:
         with pytest.raises(openai.BadRequestError) as error:
@@ -256,9 +256,9 @@ def test_bad_requests_get_400s_naming_the_problem(server, keys):
 
 
 @pytest.mark.parametrize("data, message", [
-    (b"not an image at all", "not a readable image"),
+    (b"not an image at all", "not a PNG, JPEG, WebP or other image file"),
     (png(Image.new("L", (5000, 8))), "up to 4096 pixels per side"),
-    (png(Image.fromarray(source_image()))[:200], "not a readable image"),   # cut short
+    (png(Image.fromarray(source_image()))[:200], "damaged or cut short"),
 ])
 def test_unreadable_and_oversized_images_are_400s(server, keys, data, message):
     with pytest.raises(openai.BadRequestError, match=message):

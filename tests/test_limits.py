@@ -1,5 +1,6 @@
-"""The shared rate limit: RedisRateLimiter keeps RateLimiter's contract (0 = counted, else whole
-seconds to wait) against a real redis-server, with one count across API servers."""
+"""The shared rate limit: RedisRateLimiter keeps RateLimiter's contract (an Allowance: wait 0 =
+counted, else whole seconds to wait; what is left of the window) against a real redis-server, with
+one count across API servers."""
 
 import socket
 import time
@@ -7,7 +8,7 @@ import uuid
 
 import pytest
 
-from atelier.server.limits import RateLimiter, RedisRateLimiter
+from atelier.server.limits import Allowance, RateLimiter, RedisRateLimiter
 
 
 @pytest.fixture
@@ -27,33 +28,41 @@ def limiters(redis_url):
 
 def test_the_limit_is_enforced_with_a_whole_second_wait_within_the_window(limiters):
     limiter = limiters(limit=3, window=30)
-    assert [limiter.acquire("key") for _ in range(3)] == [0, 0, 0]
+    assert [limiter.acquire("key").wait for _ in range(3)] == [0, 0, 0]
     for _ in range(2):   # refused requests are not counted, so the wait does not grow
-        wait = limiter.acquire("key")
+        wait = limiter.acquire("key").wait
         assert isinstance(wait, int) and 1 <= wait <= 30
+
+
+def test_an_allowance_says_what_is_left_of_the_window(limiters):
+    limiter = limiters(limit=2, window=30)
+    first, second, refused = (limiter.acquire("key") for _ in range(3))
+    assert (first.wait, first.limit, first.remaining) == (0, 2, 1) and 29 < first.reset <= 30
+    assert (second.remaining, refused.remaining) == (0, 0) and refused.wait > 0
+    assert 29 < refused.reset <= second.reset == 30     # until the newest counted request leaves the window
 
 
 def test_two_servers_share_one_count(limiters):
     first, second = limiters(limit=4, window=30), limiters(limit=4, window=30)
-    assert [first.acquire("key"), second.acquire("key"), first.acquire("key"), second.acquire("key")] == [0] * 4
-    assert first.acquire("key") > 0
-    assert second.acquire("key") > 0
+    assert [limiter.acquire("key").wait for limiter in (first, second, first, second)] == [0] * 4
+    assert first.acquire("key").wait > 0
+    assert second.acquire("key").wait > 0
 
 
 def test_keys_are_independent(limiters):
     limiter = limiters(limit=1, window=30)
-    assert limiter.acquire(1) == 0
-    assert limiter.acquire(1) > 0
-    assert limiter.acquire(2) == 0
-    assert limiter.acquire("1-other") == 0
+    assert limiter.acquire(1).wait == 0
+    assert limiter.acquire(1).wait > 0
+    assert limiter.acquire(2).wait == 0
+    assert limiter.acquire("1-other").wait == 0
 
 
 def test_the_window_slides(limiters):
     limiter = limiters(limit=2, window=1)
-    assert [limiter.acquire("key"), limiter.acquire("key")] == [0, 0]
-    assert limiter.acquire("key") == 1
+    assert [limiter.acquire("key").wait, limiter.acquire("key").wait] == [0, 0]
+    assert limiter.acquire("key").wait == 1
     time.sleep(1.2)
-    assert limiter.acquire("key") == 0
+    assert limiter.acquire("key").wait == 0
 
 
 def test_the_key_expires_with_its_window(limiters, redis_url):
@@ -68,10 +77,14 @@ def test_the_key_expires_with_its_window(limiters, redis_url):
 
 def test_the_in_memory_limiter_is_interchangeable():
     now = [0.0]
-    limiter = RateLimiter(1, 10, clock=lambda: now[0])
-    assert (limiter.acquire("key"), limiter.acquire("key")) == (0, 10)
+    limiter = RateLimiter(2, 10, clock=lambda: now[0])
+    assert limiter.acquire("key") == Allowance(wait=0, limit=2, remaining=1, reset=10.0)
+    now[0] = 4.0
+    assert limiter.acquire("key") == Allowance(wait=0, limit=2, remaining=0, reset=10.0)
+    now[0] = 5.0
+    assert limiter.acquire("key") == Allowance(wait=5, limit=2, remaining=0, reset=9.0)   # refused: not counted
     now[0] = 10.0
-    assert limiter.acquire("key") == 0
+    assert limiter.acquire("key") == Allowance(wait=0, limit=2, remaining=0, reset=10.0)
     limiter.close()
 
 

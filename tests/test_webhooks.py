@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import socket
 import threading
+import urllib.error
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -18,6 +19,7 @@ from atelier.server.jobs.webhooks import (  # noqa: E402
     WebhookSender,
     WebhookVerificationError,
     check_url,
+    describe_failure,
     sign,
     verify,
     webhook_secret,
@@ -339,3 +341,14 @@ def test_check_url_refuses_what_webhooks_may_not_reach(monkeypatch):
         check_url("https://sneaky.example.com/hook")
     with pytest.raises(ValueError, match="does not resolve"):
         check_url("https://nowhere.example.com/hook")
+
+
+def test_a_failed_delivery_is_described_in_plain_words():
+    refused = urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+    assert str(refused).startswith("<urlopen error")                  # what the job showed before
+    assert describe_failure(refused) == "Connection refused"
+    assert describe_failure(urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))) == \
+        "Name or service not known"
+    assert describe_failure(TimeoutError("timed out")) == "timed out"
+    assert describe_failure(ValueError("the address 10.0.0.1 is private (SSRF)")) == \
+        "the address 10.0.0.1 is private (SSRF)"

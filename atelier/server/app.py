@@ -33,7 +33,7 @@ from atelier.server.jobs.webhooks import WebhookSender
 from atelier.server.limits import RateLimiter, RedisRateLimiter
 from atelier.server.logs import LOGGER
 from atelier.server.metrics import Metrics
-from atelier.server.middleware import BodyLimit, Observe
+from atelier.server.middleware import BodyLimit, JSONBodies, Observe, RateLimitHeaders
 from atelier.server.routers import assets, community, health, images, jobs, masks, models, studio, usage
 from atelier.server.services import Services
 from atelier.server.storage import LocalStorage
@@ -104,12 +104,17 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
                    usage.router, health.router, studio.router):
         app.include_router(router)
     mount_studio(app)
-    # outermost last: CORS answers preflights, Observe sees every request, BodyLimit guards the rest
+    # outermost last: CORS answers preflights, Observe sees every request, BodyLimit guards the rest,
+    # JSONBodies reads its body through BodyLimit's count
+    app.add_middleware(RateLimitHeaders)
+    app.add_middleware(JSONBodies, routes=app.routes)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST", "PATCH", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-                           expose_headers=["X-Request-ID", "Retry-After"])
+                           expose_headers=["X-Request-ID", "Retry-After", "x-ratelimit-limit-requests",
+                                           "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"])
     app.add_middleware(Observe, metrics=metrics)
     return app
 

@@ -63,17 +63,18 @@ def identify(request: Request, services: Services, credentials: HTTPAuthorizatio
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
     request.state.principal = principal
     try:
-        wait = services.limiter.acquire(principal.key_id)
+        allowance = services.limiter.acquire(principal.key_id)
     except LimiterUnavailable:
         log.exception("rate limit unavailable")
         raise APIError(503, "The service is briefly unavailable (its rate-limit store cannot be reached); try "
                             "again in a few seconds.", code="service_unavailable",
                        headers={"Retry-After": "5"}) from None
-    if wait:
+    request.state.rate_limit = allowance        # the answer's x-ratelimit-* headers (middleware.RateLimitHeaders)
+    if allowance.wait:
         limit = services.settings
         raise APIError(429, f"Rate limit reached for this key: {limit.rate_limit} requests per "
-                            f"{limit.rate_window:g} s. Try again in {wait} s.", code="rate_limit_exceeded",
-                       headers={"Retry-After": str(wait)})
+                            f"{limit.rate_window:g} s. Try again in {allowance.wait} s.", code="rate_limit_exceeded",
+                       headers={"Retry-After": str(allowance.wait)})
     return principal
 
 

@@ -1,6 +1,7 @@
 """Errors in OpenAI's JSON shape, {"error": {"message", "type", "param", "code"}}, for every failure:
 our own (APIError), FastAPI's validation errors (400, not 422, as OpenAI answers), Starlette's HTTP
-errors (404 for unknown routes, 405 ...) and request bodies over the limit (413)."""
+errors (404 for unknown routes, 405 ...) and request bodies over the limit (413). A method a path
+lacks is a 405 whose Allow header lists every method of the path, and OPTIONS answers 204 with it."""
 
 from __future__ import annotations
 
@@ -8,12 +9,19 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+try:        # newer FastAPI keeps each included router whole in app.routes; this walks down to its routes
+    from fastapi.routing import iter_route_contexts as leaf_routes
+except ImportError:     # older FastAPI copies the routes themselves into app.routes
+    def leaf_routes(routes):
+        return iter(routes)
 
 TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
          404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
-         429: "rate_limit_exceeded", 500: "server_error", 503: "server_error"}
+         415: "invalid_request_error", 429: "rate_limit_exceeded", 500: "server_error", 503: "server_error"}
 
 
 class APIError(Exception):
@@ -57,13 +65,30 @@ def install(app: FastAPI) -> None:
         return error_response(400, *describe_validation(error.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        methods = allowed_methods(request) if error.status_code == 405 else None
+        if methods:
+            allow = {"Allow": ", ".join(methods)}
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=allow)
+            return error_response(405, f"{request.method} is not allowed on {request.url.path}; allowed: "
+                                       f"{allow['Allow']}", code="method_not_allowed", headers=allow)
         message = error.detail if isinstance(error.detail, str) else "request failed"
         return error_response(error.status_code, message, headers=getattr(error, "headers", None))
 
     @app.exception_handler(RequestTooLarge)
     async def too_large(_: Request, error: RequestTooLarge) -> JSONResponse:
         return error_response(413, f"the request body is larger than {error.limit} bytes", code="request_too_large")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method of the routes whose path matches the request's, and OPTIONS; none for a path
+    that only a mount serves (its methods are not the app's to list)."""
+    methods = set()
+    for route in leaf_routes(request.app.routes):
+        if route.matches(request.scope)[0] != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods | {"OPTIONS"}) if methods else []
 
 
 def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str | None, str]:

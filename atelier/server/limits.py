@@ -1,8 +1,9 @@
 """The per-key rate limit: a sliding window of request times, either in memory (`RateLimiter`, one
 server process) or in Redis (`RedisRateLimiter`, any number of API servers sharing one count).
 
-Both keep the same contract, `acquire(key) -> int` and `close()`, so either can sit on the app
-(app.state), never in a module global: two apps in one process (the tests) never share counts."""
+Both keep the same contract, `acquire(key) -> Allowance` and `close()`, so either can sit on the app
+(app.state), never in a module global: two apps in one process (the tests) never share counts.
+An Allowance carries what OpenAI's x-ratelimit-*-requests headers tell a client (remaining, reset)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,15 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Allowance:
+    wait: int           # 0: the request may go ahead (it is counted); else whole seconds until one may
+    limit: int          # requests per window
+    remaining: int      # requests left in the window, this one counted
+    reset: float        # seconds until the window is empty again, so `limit` requests are left
 
 
 class RateLimiter:
@@ -20,17 +30,17 @@ class RateLimiter:
         self._times: dict[object, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
-    def acquire(self, key: object) -> int:
-        """0 when the request may go ahead (it is counted), else the whole seconds until it may."""
+    def acquire(self, key: object) -> Allowance:
+        """Counts the request if the window has room (wait 0), else says how long to wait."""
         with self._lock:
             now = self.clock()
             times = self._times[key]
             while times and times[0] <= now - self.window:
                 times.popleft()
-            if len(times) >= self.limit:
-                return max(1, math.ceil(times[0] + self.window - now))
-            times.append(now)
-            return 0
+            wait = max(1, math.ceil(times[0] + self.window - now)) if len(times) >= self.limit else 0
+            if not wait:
+                times.append(now)
+            return Allowance(wait, self.limit, self.limit - len(times), times[-1] + self.window - now)
 
     def close(self) -> None:
         """Nothing to release; here so the in-memory and Redis limiters are interchangeable."""
@@ -40,18 +50,22 @@ class RateLimiter:
 # clock (TIME), so API servers with skewed clocks agree. One script, so the trim, count and add are
 # atomic across every process. Microseconds since 1970 (~1.8e15) are exact in Lua's doubles.
 # KEYS[1]: the key's set; ARGV: limit, window in microseconds, a member unique to this request.
+# Returns {wait in whole seconds (0: counted), requests in the window, microseconds until it is empty}.
 _ACQUIRE = """
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local wait = 0
 if redis.call('ZCARD', KEYS[1]) < limit then
     redis.call('ZADD', KEYS[1], now, ARGV[3])
     redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
-    return 0
+else
+    local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+    wait = math.max(1, math.ceil((oldest + window - now) / 1000000))
 end
-local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
-return math.max(1, math.ceil((oldest + window - now) / 1000000))
+local newest = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
+return {wait, redis.call('ZCARD', KEYS[1]), newest + window - now}
 """
 
 
@@ -71,16 +85,17 @@ class RedisRateLimiter:
         self._client = redis.Redis.from_url(url)
         self._acquire = self._client.register_script(_ACQUIRE)
 
-    def acquire(self, key: object) -> int:
-        """0 when the request may go ahead (it is counted), else the whole seconds until it may;
-        LimiterUnavailable when Redis cannot be asked (the server answers 503, never lets it pass)."""
+    def acquire(self, key: object) -> Allowance:
+        """As RateLimiter.acquire; LimiterUnavailable when Redis cannot be asked (the server answers
+        503, never lets it pass)."""
         import redis
 
         try:
-            return int(self._acquire(keys=[f"{self.prefix}{key}"],
-                                     args=[self.limit, self._window_us, uuid.uuid4().hex]))
+            wait, count, reset_us = self._acquire(keys=[f"{self.prefix}{key}"],
+                                                  args=[self.limit, self._window_us, uuid.uuid4().hex])
         except redis.RedisError as error:
             raise LimiterUnavailable(f"the rate limit's store (Redis) cannot be reached: {error}") from error
+        return Allowance(int(wait), self.limit, self.limit - int(count), int(reset_us) / 1_000_000)
 
     def close(self) -> None:
         self._client.close()

@@ -1,13 +1,16 @@
-"""Request and response bodies (pydantic), strict: an unknown field or a value out of range is a
-400 naming it. Fields follow OpenAI's images API; `seed`, `steps`, `guidance`, `negative_prompt`
-and `strength` are Atelier's extras. OpenAI's `quality`, `style` and `user` are accepted and
-ignored, so existing clients that send them work unchanged."""
+"""Request and response bodies (pydantic), strict: an unknown field, a value out of range or of
+another JSON type (`"n": "2"`, `"n": true`) is a 400 naming it. Multipart forms, whose fields are
+all strings (as the openai client sends them), are validated with strict=False, so "2" is 2 there.
+Fields follow OpenAI's images API; `seed`, `steps`, `guidance`, `negative_prompt` and `strength`
+are Atelier's extras. OpenAI's `quality`, `style` and `user` are accepted and ignored, so existing
+clients that send them work unchanged."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat
+from pydantic import Strict as StrictTypes
 
 from atelier.pipeline import MAX_GUIDANCE, MAX_STEPS, SEED_RANGE
 
@@ -16,8 +19,14 @@ MAX_SEED = SEED_RANGE - MAX_N   # seed + k stays in range for every image k
 ResponseFormat = Literal["url", "b64_json"]
 
 
+# an (x, y) point: a JSON array of two numbers (strict mode alone takes only a Python tuple)
+Point = Annotated[tuple[StrictFloat, StrictFloat], StrictTypes(False)]
+# WxH; "auto", gpt-image's default, is the same as no size: the model's own
+Size = Annotated[str | None, BeforeValidator(lambda size: None if size == "auto" else size)]
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Extras(Strict):
@@ -32,7 +41,7 @@ class GenerationBody(Extras):
                                                        "max_prompt_chars, 4000 by default)")
     model: str | None = Field(None, max_length=200, description="a model id from GET /v1/models")
     n: int = Field(1, ge=1, le=MAX_N)
-    size: str | None = Field(None, max_length=20, description="WxH, one of the model's sizes (GET /v1/models)")
+    size: Size = Field(None, max_length=20, description="WxH, one of the model's sizes (GET /v1/models)")
     response_format: ResponseFormat = "url"
     quality: str | None = Field(None, max_length=20, description="accepted for compatibility; ignored")
     style: str | None = Field(None, max_length=20, description="accepted for compatibility; ignored")
@@ -43,7 +52,7 @@ class EditForm(Extras):
     prompt: str = Field("", description="what the whole result should show")
     model: str | None = Field(None, max_length=200)
     n: int = Field(1, ge=1, le=MAX_N)
-    size: str | None = Field(None, max_length=20, description="WxH: the image is resized to it first; "
+    size: Size = Field(None, max_length=20, description="WxH: the image is resized to it first; "
                                                                "default: edited at its own size")
     response_format: ResponseFormat = "url"
     user: str | None = Field(None, max_length=200)
@@ -52,7 +61,7 @@ class EditForm(Extras):
 class VariationForm(Strict):
     model: str | None = Field(None, max_length=200)
     n: int = Field(1, ge=1, le=MAX_N)
-    size: str | None = Field(None, max_length=20, description="WxH: the image is resized to it first")
+    size: Size = Field(None, max_length=20, description="WxH: the image is resized to it first")
     response_format: ResponseFormat = "url"
     user: str | None = Field(None, max_length=200)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)

@@ -158,11 +158,11 @@ class JobRunner:
         except (ValueError, ImageInputError) as error:      # a setting or an image the pipeline refuses
             for job_id in ids:
                 store.fail(self.db, job_id, "invalid_value", str(error))
-        except Exception as error:
+        except Exception:
             log.exception("job batch %s failed", ", ".join(ids))
             for job_id in ids:
-                store.fail(self.db, job_id, "internal_error", f"the job failed on the server: "
-                                                              f"{type(error).__name__}: {error}")
+                store.fail(self.db, job_id, "internal_error", "the job failed on the server; the error is in "
+                                                              "the server's log")
         else:
             for job_id, images in zip(ids, outputs):
                 store.succeed(self.db, self.storage, job_id, images)

@@ -23,7 +23,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from atelier.edit.inputs import ImageInputError, open_image, read_region, rgb_pixels
-from atelier.server.schemas import MAX_N, Extras, Strict
+from atelier.server.schemas import MAX_N, Extras, Point, Size, Strict
 from atelier.server.storage import Storage
 
 Progress = Callable[[int, int], None]
@@ -34,7 +34,7 @@ FILES = "files"       # the input's storage keys of its images; internal, never 
 class TextToImage(Extras):
     prompt: str = Field(..., min_length=1)
     n: int = Field(1, ge=1, le=MAX_N)
-    size: str | None = Field(None, max_length=20, description="WxH, one of the model's sizes (GET /v1/models)")
+    size: Size = Field(None, max_length=20, description="WxH, one of the model's sizes (GET /v1/models)")
     sampler: str | None = Field(None, max_length=40)
 
 
@@ -67,8 +67,8 @@ class ReplaceBackground(ImageTask):
 
 
 class ReplaceSubject(ImageTask):
-    which: int | tuple[float, float] | None = Field(None, description="the object: its index, largest first, "
-                                                                      "or an (x, y) point on it")
+    which: int | Point | None = Field(None, description="the object: its index, largest first, or an (x, y) "
+                                                        "point on it")
 
 
 @dataclass(frozen=True)
@@ -189,8 +189,15 @@ def open_inputs(task: str, given: dict[str, Any],
     if task != "edit":
         return picture, None
     mask = open_image(read("mask"), "mask") if given.get("mask") else None
+    return picture, edit_region(mask, picture)
+
+
+def edit_region(mask: Image.Image | None, picture: Image.Image) -> np.ndarray:
+    """The area to redraw [H, W] bool: the mask's transparent pixels (alpha 0, OpenAI's convention)
+    when it has some, else its white ones (a black-and-white mask, grey or RGB); without a mask,
+    the picture's own transparency. ImageInputError when it marks nothing."""
     region = read_region(mask, picture)
     if not region.any():
         raise ImageInputError("the mask marks nothing to edit: paint the area white (or make it transparent)")
-    return picture, region
+    return region
 

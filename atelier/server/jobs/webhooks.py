@@ -50,6 +50,15 @@ class WebhookVerificationError(ValueError):
     """A delivery that does not prove it came from the server, or came too late or too early."""
 
 
+def describe_failure(error: Exception) -> str:
+    """Why a delivery failed, in the words the job shows its owner: the system's reason ("Connection
+    refused", "timed out"), never urllib's wrapper text (`<urlopen error [Errno 111] ...>`)."""
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or "the connection failed"
+
+
 def webhook_secret(server_secret: bytes, user_id: int) -> str:
     """The user's signing secret, derived from the server's, so it needs no storage and the same
     server secret gives the same user secret in every process and after every restart."""
@@ -192,7 +201,7 @@ class WebhookSender:
             status = error.code
             error.close()
         except Exception as error:      # refused URL, DNS, connection, timeout, malformed answer
-            return (str(error) or type(error).__name__)[:MAX_ERROR_LENGTH]
+            return describe_failure(error)[:MAX_ERROR_LENGTH]
         return None if 200 <= status < 300 else f"HTTP {status}"
 
     def _record(self, job_id: str, lease: dt.datetime, attempt: int, error: str | None) -> None:

@@ -47,7 +47,7 @@ class DeleteAccountBody(Strict):
 
 
 def _limit(services: Services, action: str, principal: Principal) -> None:
-    wait = services.actions[action].acquire(principal.user_id)
+    wait = services.actions[action].acquire(principal.user_id).wait
     if wait:
         limit = getattr(services.settings, f"{action}_limit")
         raise APIError(429, f"You can {action} at most {limit} time{'s' if limit != 1 else ''} an hour; try "

@@ -5,7 +5,9 @@ Each request is checked (model, size, prompt, uploads, quota), then runs as a jo
 restart, listed at GET /v1/jobs. Every image is stored as an asset of the caller's user (a PNG
 carrying its generation metadata) and returned as base64 or as a signed link. Multipart bodies are read by hand
 so that uploads are counted against the limits, repeated `image[]` parts are seen, and unknown
-fields are refused; their schemas are published in the OpenAPI document all the same."""
+fields are refused; their schemas are published in the OpenAPI document all the same. As in
+OpenAI's API, an empty form field (`curl -F size=`) counts as absent, and the names of OpenAI's
+image models (dall-e-*, gpt-image-*, the defaults of many tools) are aliases of the served model."""
 
 from __future__ import annotations
 
@@ -20,17 +22,19 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from atelier.edit.inputs import ImageInputError, has_alpha, open_image, read_region, rgb_pixels, transparency
+from atelier.edit.inputs import ImageInputError, open_image, rgb_pixels
 from atelier.server.accounts import Principal
 from atelier.server.deps import PrincipalDep, ServicesDep
 from atelier.server.errors import APIError, describe_validation
 from atelier.server.jobs import service, store
+from atelier.server.jobs.tasks import edit_region
 from atelier.server.schemas import ERRORS, EditForm, GenerationBody, ImageData, ImagesResponse, VariationForm
 from atelier.server.services import Services
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
 FILE_FIELDS = {"edits": ("image", "image[]", "mask"), "variations": ("image",)}
+OPENAI_MODELS = ("dall-e-", "gpt-image-")      # name prefixes taken as aliases of the served model
 
 
 def _multipart(model: type[BaseModel], files: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -62,8 +66,9 @@ async def generations(body: GenerationBody, request: Request, principal: Princip
              openapi_extra=_multipart(EditForm, {"image": _BINARY, "image[]": {"type": "array", "items": _BINARY},
                                                  "mask": _BINARY}))
 async def edits(request: Request, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
-    """Redraw the area of `image` that `mask` marks (alpha 0 = edit; no mask: the image's own
-    transparency). Pixels outside the area are returned exactly as given."""
+    """Redraw the area of `image` that `mask` marks: its transparent pixels (alpha 0, OpenAI's
+    convention), or, on a mask without transparency, its white ones; no mask: the image's own
+    transparency. Pixels outside the area are returned exactly as given."""
     form, files = await _read_form(request, services, "edits")
     fields = _validate(EditForm, form)
     _check_model(fields.model, services)
@@ -106,17 +111,20 @@ async def variations(request: Request, principal: PrincipalDep, services: Servic
 # --- checks ---------------------------------------------------------------------------------
 
 def _check_model(model: str | None, services: Services) -> None:
+    """None, the served model's name, or an OpenAI model's name (an alias of it); a 400 otherwise."""
     served = services.pipeline.name
-    if model is not None and model != served:
-        raise APIError(400, f"model '{model}' is not served here; available: {served}", "model", "model_not_found")
+    if model is not None and model != served and not model.startswith(OPENAI_MODELS):
+        raise APIError(400, f"model '{model}' is not served here; available: {served} (OpenAI's model names, "
+                            f"{'*, '.join(OPENAI_MODELS)}*, are aliases of it)", "model", "model_not_found")
 
 
 async def _read_form(request: Request, services: Services,
                      endpoint: str) -> tuple[dict[str, str], dict[str, list[UploadFile]]]:
-    """The text fields and the files of a multipart body; each file checked against the upload limit."""
+    """The text fields and the files of a multipart body; each file checked against the upload limit.
+    An empty text field is left out, as if it had not been sent."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise APIError(400, "send this request as multipart/form-data, with the image as a file part", None,
-                       "invalid_content_type")
+        raise APIError(415, "send this request as multipart/form-data, with the image as a file part", None,
+                       "unsupported_media_type")
     form = await request.form(max_files=8, max_fields=32)
     fields: dict[str, str] = {}
     files: dict[str, list[UploadFile]] = {}
@@ -130,6 +138,8 @@ async def _read_form(request: Request, services: Services,
                 raise APIError(413, f"the file '{name}' is {value.size} bytes; files up to {limit} bytes are "
                                     f"accepted", name, "file_too_large")
             files.setdefault(name, []).append(value)
+        elif value == "":
+            continue
         elif name in FILE_FIELDS[endpoint]:
             raise APIError(400, f"'{name}' must be a file part (an image), not a text field", name, "invalid_value")
         elif name in fields:
@@ -140,8 +150,9 @@ async def _read_form(request: Request, services: Services,
 
 
 def _validate(model: type[BaseModel], fields: dict[str, str]):
+    """The form's fields, all strings, parsed into `model`'s types ("2" is 2 here, unlike in JSON)."""
     try:
-        return model.model_validate(fields)
+        return model.model_validate(fields, strict=False)
     except ValidationError as error:
         raise APIError(400, *describe_validation(error.errors(include_url=False))) from None
 
@@ -149,31 +160,19 @@ def _validate(model: type[BaseModel], fields: dict[str, str]):
 def _edit_inputs(image: UploadFile, mask: UploadFile | None, side: int | None,
                  needs_region: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """(pixels [H, W, 3], region [H, W] bool, True = edit) from the uploads, resized to `side` when
-    given. OpenAI's convention: the mask's alpha 0 marks the area; it must match the image's size."""
+    given. The mask must match the image's size; tasks.edit_region says which of its pixels mark the area."""
     picture = _open(image, "image")
     region = None
     if needs_region:
-        if mask is None:
-            try:
-                region = read_region(None, picture)
-            except ImageInputError as error:
-                raise APIError(400, f"{error}; in this API the mask's (or the image's) alpha 0 marks the area",
-                               "mask", "invalid_image") from None
-        else:
-            picture_mask = _open(mask, "mask")
-            if not has_alpha(picture_mask):
-                raise APIError(400, "the mask has no alpha channel: give a PNG whose fully transparent pixels "
-                                    "(alpha 0) mark the area to edit", "mask", "invalid_image")
-            if picture_mask.size != picture.size:
-                raise APIError(400, f"the mask is {picture_mask.width}x{picture_mask.height} but the image is "
-                                    f"{picture.width}x{picture.height}; they must be the same size", "mask",
-                               "invalid_image")
-            region = transparency(picture_mask)
-            if region is None:
-                region = np.zeros((picture.height, picture.width), dtype=bool)
-        if not region.any():
-            raise APIError(400, "the mask marks nothing to edit: no pixel is transparent (alpha 0)", "mask",
+        picture_mask = None if mask is None else _open(mask, "mask")
+        if picture_mask is not None and picture_mask.size != picture.size:
+            raise APIError(400, f"the mask is {picture_mask.width}x{picture_mask.height} but the image is "
+                                f"{picture.width}x{picture.height}; they must be the same size", "mask",
                            "invalid_image")
+        try:
+            region = edit_region(picture_mask, picture)
+        except ImageInputError as error:
+            raise APIError(400, str(error), "mask", "invalid_image") from None
     pixels = rgb_pixels(picture)
     if side is not None and picture.size != (side, side):
         pixels = np.asarray(Image.fromarray(pixels).resize((side, side), Image.Resampling.LANCZOS))

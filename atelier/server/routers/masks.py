@@ -22,7 +22,7 @@ from atelier.server.deps import PrincipalDep, ServicesDep
 from atelier.server.errors import APIError
 from atelier.server.jobs import service
 from atelier.server.jobs.tasks import open_inputs
-from atelier.server.schemas import ERRORS, Strict
+from atelier.server.schemas import ERRORS, Point, Strict
 
 router = APIRouter(prefix="/v1/masks", tags=["masks"])
 
@@ -32,8 +32,8 @@ class MaskBody(Strict):
                                                       "(or a data: URL)")
     kind: Literal["background", "subject"] = Field(..., description="the area replace_background or "
                                                                     "replace_subject would redraw")
-    which: int | tuple[float, float] | None = Field(None, description="kind subject: one object, by index "
-                                                                      "(0 the largest) or an (x, y) point on it")
+    which: int | Point | None = Field(None, description="kind subject: one object, by index (0 the largest) "
+                                                        "or an (x, y) point on it")
 
 
 @router.post("", responses=ERRORS)

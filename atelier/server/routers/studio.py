@@ -63,7 +63,7 @@ def _set_cookie(response: Response, request: Request, token: str) -> None:
 def _limit_attempts(request: Request, limiter, what: str) -> None:
     address = request.client.host if request.client else "?"
     try:
-        wait = limiter.acquire(f"{what.lower()}|{address}")
+        wait = limiter.acquire(f"{what.lower()}|{address}").wait
     except LimiterUnavailable:
         raise APIError(503, "Signing in is briefly unavailable; try again in a few seconds.",
                        code="service_unavailable", headers={"Retry-After": "5"}) from None
