@@ -300,8 +300,8 @@ def _check_requests(requests: list, model: str | None) -> None:
 
 def _generate_command(args: argparse.Namespace) -> None:
     """atelier generate: every prompt, setting and the output folder are checked before the model loads."""
-    from atelier.metadata import read_info, save_numbered
     from atelier.pipeline import MAX_IMAGES, Atelier, GenerationRequest
+    from atelier.pipeline.metadata import read_info, save_numbered
 
     if args.source is not None:
         if not args.source.is_file():
@@ -352,10 +352,10 @@ def _generate_command(args: argparse.Namespace) -> None:
 def _edit_command(args: argparse.Namespace) -> None:
     """atelier edit, outpaint and vary: one image in, its edited versions out, numbered as generate
     numbers them. The settings, the image, the mask and the output folder are checked before the model loads."""
-    from atelier.edit.editor import check_edit_settings, check_outpaint, check_strength
-    from atelier.edit.inputs import open_image, read_region
-    from atelier.metadata import save_numbered
     from atelier.pipeline import Atelier, GenerationRequest
+    from atelier.pipeline.editing import check_edit_settings, check_outpaint, check_strength
+    from atelier.pipeline.inputs import open_image, read_region
+    from atelier.pipeline.metadata import save_numbered
 
     automatic = args.command == "edit" and (args.background or args.subject)
     if args.command == "edit" and (args.which is not None or args.point is not None) and not args.subject:
@@ -420,7 +420,7 @@ def _same_pixels(a: str | Path, b: str | Path) -> bool:
 
 
 def _inspect(args: argparse.Namespace) -> None:
-    from atelier.metadata import read_info, read_parameters
+    from atelier.pipeline.metadata import read_info, read_parameters
 
     info = read_info(args.image)
     if info is None:
@@ -432,15 +432,15 @@ def _inspect(args: argparse.Namespace) -> None:
 
 
 def _verify(args: argparse.Namespace) -> None:
-    """The image's generation metadata and its watermark (atelier.provenance); exit 0 whatever is
+    """The image's generation metadata and its watermark (atelier.pipeline.provenance); exit 0 whatever is
     found, 1 when the file cannot be read as an image. An edit whose file records its area is read
     there, where its mark is, and the rest separately, where the source's pixels are."""
     import numpy as np
     from PIL import Image
 
-    from atelier import provenance
-    from atelier.edit.inputs import rgb_pixels
-    from atelier.metadata import check_not_empty, read_edit_region, read_info
+    from atelier.pipeline import provenance
+    from atelier.pipeline.inputs import rgb_pixels
+    from atelier.pipeline.metadata import check_not_empty, read_edit_region, read_info
 
     path = args.image
     if not path.is_file():
@@ -496,7 +496,7 @@ def _verify(args: argparse.Namespace) -> None:
 
 def _bench(args: argparse.Namespace) -> None:
     if args.target == "generate":
-        from atelier.pipeline_bench import benchmark
+        from atelier.pipeline.bench import benchmark
 
         _write_json(args.json, benchmark(args.model, threads=args.threads, per_category=args.per_category,
                                          log=lambda line: print(line, flush=True)))
@@ -667,7 +667,7 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
 
 def _job_options(parser: argparse.ArgumentParser, redis_help: str) -> None:
     """The options of a process that runs jobs: atelier serve and atelier worker."""
-    parser.add_argument("--model", type=Path, help="a model folder (default: weights/default)")
+    parser.add_argument("--model", type=Path, help="a model folder (default: the shipped atelier/weights/default)")
     parser.add_argument("--threads", type=_positive, help="torch CPU threads (default 2)")
     parser.add_argument("--redis", help=redis_help)
     parser.add_argument("--max-batch", type=_positive, help="compatible jobs run together, up to this many (default 8)")
@@ -772,7 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="benchmarks that print their figures")
     bench.add_argument("target", choices=["world", "train", "generate", "serve"])
-    bench.add_argument("--model", help="generate: a model folder (default: weights/default)")
+    bench.add_argument("--model", help="generate: a model folder (default: the shipped atelier/weights/default)")
     bench.add_argument("--per-category", type=_positive, default=8,
                        help="generate: evaluation prompts per category in the step sweep")
     bench.add_argument("--json", type=Path, help="generate, train, serve: also write the figures here")
@@ -836,7 +836,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "segmenter: the subject masks of atelier edit --background / --subject")
     train.add_argument("--preset", help="tokenizer: cot-4x (default), cot-8x, conv-4x, conv-8x, tiny; "
                                         "model: tiny (default), small, base, large, xl, xxl")
-    train.add_argument("-o", "--output", type=Path, help="model folder to write (tokenizer: weights/tokenizer)")
+    train.add_argument("-o", "--output", type=Path, help="model folder to write (tokenizer: the shipped one)")
     train.add_argument("--minutes", type=float, help="training time per model (default 10; 0: --steps only)")
     train.add_argument("--steps", type=_positive, help="stop each model after this many steps")
     train.add_argument("--baseline", help="tokenizer: a preset trained alongside for the same time, e.g. conv-4x")
@@ -853,7 +853,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", default="world",
                        help="model: 'world', a folder of images with same-named .txt captions, or WebDataset .tar "
                        "shards (a file, a folder of them, a glob or name-{000..015}.tar)")
-    train.add_argument("--tokenizer", default="weights/tokenizer", help="model: the trained tokenizer folder")
+    train.add_argument("--tokenizer", help="model: the trained tokenizer folder (default: the shipped one)")
     train.add_argument("--text-encoder", help="model: a text encoder folder (default: the installed package)")
     train.add_argument("--parallel", choices=["ddp", "fsdp"], default="ddp", help="model, under torchrun")
     train.add_argument("--checkpoint-every", type=_positive, default=500, help="model: steps between checkpoints")
@@ -882,7 +882,8 @@ def _train(args: argparse.Namespace) -> None:
         from atelier.segment.train import train_segmenter
 
         if args.output is None:
-            raise SystemExit("error: give the segmenter's folder with -o DIR (the shipped one is weights/segmenter)")
+            raise SystemExit("error: give the segmenter's folder with -o DIR (the shipped one: "
+                             "atelier/weights/segmenter)")
         minutes, seed, threads, batch = args.minutes or 12.0, args.seed or 0, args.threads or 1, args.batch or 32
         command = (f"atelier train segmenter -o {args.output} --minutes {minutes:g} --seed {seed} --threads {threads} "
                    f"--batch {batch}")
@@ -893,7 +894,8 @@ def _train(args: argparse.Namespace) -> None:
         from atelier.evaluate.classifier import train_classifier
 
         if args.output is None:
-            raise SystemExit("error: give the classifier's folder with -o DIR (the shipped one is weights/classifier)")
+            raise SystemExit("error: give the classifier's folder with -o DIR (the shipped one: "
+                             "atelier/weights/classifier)")
         result = train_classifier(Path(args.output), args.minutes or 10.0, seed=args.seed, threads=args.threads,
                                   log=lambda line: print(line, flush=True))
         print(json.dumps(result["accuracy"], indent=1))
@@ -964,7 +966,7 @@ def _sampling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--sampler", help="euler, heun or multistep (default: the model's)")
     parser.add_argument("--negative", help="negative prompt: what the images should not show")
-    parser.add_argument("--model", help="a model folder (default: weights/default)")
+    parser.add_argument("--model", help="a model folder (default: the shipped atelier/weights/default)")
     parser.add_argument("-o", "--output", type=Path, default=Path("outputs"))
     parser.add_argument("--format", choices=["png", "jpg", "webp"], default="png")
     parser.add_argument("--threads", type=_positive, default=2, help="torch CPU threads")

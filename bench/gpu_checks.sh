@@ -71,7 +71,7 @@ run() {
             memory)
                 # shellcheck disable=SC2086  # $k and $budget are word lists
                 stage memory-capacity 420 "$python" bench/memory_capacity.py --k $k $budget --batch "$mc_batch" \
-                    --workers 4 --threads "$threads" --output "$out/memory" --tokenizer weights/tokenizer
+                    --workers 4 --threads "$threads" --output "$out/memory" --tokenizer atelier/weights/tokenizer
                 cp "$out"/memory/memory_capacity.{json,md} "$out/" 2>/dev/null
                 for sheet in "$out"/memory/k*/*/eval.png; do  # templates over answers, 64 entities each
                     model=$(dirname "$sheet")                # .../k1024/memory -> k1024-memory.png

@@ -10,13 +10,13 @@ seed) and counts an entity reproduced when its nearest template is its own and l
 guaranteed separation (atelier.world.glyphs.reproduced says why that radius).
 
     .venv/bin/python bench/memory_capacity.py --k 256 1024 --minutes 0 --steps 1800 \
-        --output runs/memory_capacity --tokenizer weights/tokenizer --docs docs/memory_capacity.md
+        --output runs/memory_capacity --tokenizer atelier/weights/tokenizer --docs docs/memory_capacity.md
 
 A longer budget for one K joins an earlier report as another row (`--reuse` evaluates finished runs
 again, with their logged loss and time):
 
     .venv/bin/python bench/memory_capacity.py --k 1024 --steps 7200 --output runs/mc1024-long \
-        --merge docs/memory_capacity.json --tokenizer weights/tokenizer --docs docs/memory_capacity.md
+        --merge docs/memory_capacity.json --tokenizer atelier/weights/tokenizer --docs docs/memory_capacity.md
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import torch
 
 from atelier.model.config import preset
 from atelier.model.info import model_info
+from atelier.weights import shipped
 from atelier.world.glyphs import MIN_SEPARATION, Glyph, match, reproduced, write_glyph_folder
 
 # Block 5's MLP becomes a product-key memory of 128^2 = 16,384 slots (3.1M values) read by 4 heads of
@@ -436,7 +437,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=1800, help="training steps per model (0: --minutes only)")
     parser.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget per model (0: --steps only)")
     parser.add_argument("--output", type=Path, default=Path("runs/memory_capacity"))
-    parser.add_argument("--tokenizer", type=Path, default=Path("weights/tokenizer"))
+    parser.add_argument("--tokenizer", type=Path, default=shipped("tokenizer"))
     parser.add_argument("--docs", type=Path, default=None,
                         help="also write the markdown report here, and the JSON next to it")
     parser.add_argument("--batch", type=int, default=32)

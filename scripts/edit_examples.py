@@ -1,6 +1,6 @@
 """Before/after sheets of a model's edits, for its record (docs/models/default.md).
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/edit_examples.py --model weights/default -o docs/models
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/edit_examples.py --model atelier/weights/default -o docs/models
 
 writes default_edits_world.png (one public edit case per kind, and an automatic background and
 subject replacement: source | area edited | truth | the model's edit) and default_edits_photos.png
@@ -94,7 +94,7 @@ def photo_sheet(pipe, seed: int = 0) -> Image.Image:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help="a model folder (default: weights/default)")
+    parser.add_argument("--model", default=None, help="a model folder (default: atelier/weights/default)")
     parser.add_argument("-o", "--output", type=Path, default=Path("docs/models"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

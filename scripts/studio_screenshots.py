@@ -1,4 +1,4 @@
-"""Screenshots of the studio for the README: a server with the shipped default model (weights/default)
+"""Screenshots of the studio for the README: a server with the shipped default model (atelier/weights/default)
 in a temporary data folder, driven through each screen by headless Chromium (Debian's, through
 Playwright), written as small PNGs to docs/studio/. Two people and a moderator (a user with an
 admin key) fill the community screens: gallery, profile, account and moderation.

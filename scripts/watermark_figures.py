@@ -3,7 +3,7 @@ edit must cover for the mark to be read, and false positives, on scikit-image's 
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/watermark_figures.py
 
-Every count is of the 32 marker bits that decide detection (atelier.provenance: present at
+Every count is of the 32 marker bits that decide detection (atelier.pipeline.provenance: present at
 <= 4 errors, unreadable at 5 to 8, absent above); about a minute on one core.
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
-from atelier import provenance as pv
-from atelier.metadata import GenerationInfo
+from atelier.pipeline import provenance as pv
+from atelier.pipeline.metadata import GenerationInfo
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "retina", "immunohistochemistry", "cat", "camera", "brick",
           "grass", "gravel", "moon", "coins", "hubble_deep_field", "logo", "colorwheel", "horse", "clock",

@@ -17,7 +17,7 @@ from PIL import Image
 
 openai = pytest.importorskip("openai")
 
-from atelier.metadata import read_info  # noqa: E402
+from atelier.pipeline.metadata import read_info  # noqa: E402
 from atelier.server.config import ServerSettings  # noqa: E402
 from atelier.server.logs import JsonFormatter  # noqa: E402
 from atelier.server.signing import sign  # noqa: E402
@@ -182,7 +182,7 @@ def test_edit_takes_the_images_own_transparency_and_image_list_parts(server, key
 
 
 def test_large_edits_come_back_watermarked_inside_the_mask_only(server, keys, tmp_path):
-    from atelier.provenance import detect
+    from atelier.pipeline.provenance import detect
 
     source = np.asarray(Image.fromarray(source_image(40)).resize((320, 288), Image.Resampling.BILINEAR))
     mask = np.full((288, 320, 4), 255, dtype=np.uint8)

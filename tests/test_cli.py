@@ -134,7 +134,7 @@ def test_every_suite_scores_the_truth_from_the_command_line(suite, module, tmp_p
         main(["eval", "--suite", suite, "--model", "world", str(samples)])
     if suite != "edits":   # the edit suite runs any model (tests/test_editing.py)
         with pytest.raises(SystemExit, match="not in this version's pipeline yet"):
-            main(["eval", "--suite", suite, "--model", "weights/default", str(tmp_path / "other")])
+            main(["eval", "--suite", suite, "--model", "atelier/weights/default", str(tmp_path / "other")])
 
 
 def test_edit_inputs_are_written_for_any_model(tmp_path, monkeypatch):

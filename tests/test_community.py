@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from atelier.metadata import read_info
+from atelier.pipeline.metadata import read_info
 from atelier.server.accounts import create_key, create_user
 from atelier.server.config import ServerSettings
 from atelier.server.db import Database

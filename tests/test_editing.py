@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from atelier.cli import main
-from atelier.edit.inputs import MAX_SIDE, ImageInputError, open_image, read_region, rgb_pixels
-from atelier.edit.window import crop, feather, find_window, fit_region, paste
-from atelier.metadata import read_info
 from atelier.pipeline import Atelier
+from atelier.pipeline.inputs import MAX_SIDE, ImageInputError, open_image, read_region, rgb_pixels
+from atelier.pipeline.metadata import read_info
+from atelier.pipeline.window import crop, feather, find_window, fit_region, paste
 from atelier.world.edits import make_edit_pair
 
 

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from atelier.metadata import read_info
+from atelier.pipeline.metadata import read_info
 from atelier.server.config import ServerSettings
 from atelier.server.db import Database
 from atelier.server.models import Feedback

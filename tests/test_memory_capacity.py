@@ -94,7 +94,7 @@ def fake_world(k, budget, dense_reproduced, memory_reproduced, usage, nearest=(5
 def test_one_k_at_two_budgets_gives_two_rows_and_two_verdicts(bench):
     usage = [{"slots": 16384, "read": 0.97, "perplexity": 0.17}]
     report = {"command": "bench", "machine": "cpu", "batch": 32, "lr": 1e-3, "threshold": bench.THRESHOLD,
-              "tokenizer_path": "weights/tokenizer", "memory_overrides": bench.MEMORY,
+              "tokenizer_path": "atelier/weights/tokenizer", "memory_overrides": bench.MEMORY,
               "requested": [[1024, "1800 steps"], [1024, "7200 steps"], [4096, "7200 steps"]],
               "worlds": [fake_world(1024, "7200 steps", 300, 420, usage),   # listed by K, then steps
                          fake_world(1024, "1800 steps", 0, 1, None, nearest=(3, 5)),
@@ -122,7 +122,7 @@ def test_a_short_run_then_a_longer_budget_joins_it_as_another_world(bench, tmp_p
     """End to end at toy size: both variants trained, sampled and scored, the memory's reads counted;
     then the same K at another budget is added to that report, and --reuse scores finished runs again."""
     common = ["--k", "8", "--batch", "4", "--warmup", "1", "--eval-steps", "2", "--threads", "1",
-              "--tokenizer", str(ROOT / "weights" / "tokenizer")]
+              "--tokenizer", str(ROOT / "atelier" / "weights" / "tokenizer")]
     first = bench.run(bench.parse_args([*common, "--steps", "2", "--output", str(tmp_path / "a")]))
     (world,) = first["worlds"]
     assert (world["k"], world["budget"]) == (8, "2 steps")

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from atelier.folder import FolderError
-from atelier.metadata import GenerationInfo, from_parameters, read_info, save_image
 from atelier.pipeline import MAX_IMAGES, Atelier, GenerationRequest
+from atelier.pipeline.metadata import GenerationInfo, from_parameters, read_info, save_image
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_metadata_survives_every_format(pipe, tmp_path, suffix):
     image = pipe.text_to_image("a red star", negative_prompt="blue, green", seed=42)[0]
     path = save_image(image, tmp_path / f"star{suffix}", image.info["atelier"])
     assert read_info(path) == image.info["atelier"]
-    from atelier.metadata import read_parameters
+    from atelier.pipeline.metadata import read_parameters
 
     text = read_parameters(path)
     assert text.startswith("a red star\nNegative prompt: blue, green\nSteps: 3, Sampler: heun, CFG scale: 4, Seed: 42")

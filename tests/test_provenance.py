@@ -1,4 +1,4 @@
-"""Provenance: the invisible watermark (atelier.provenance) is read back, survives JPEG at
+"""Provenance: the invisible watermark (atelier.pipeline.provenance) is read back, survives JPEG at
 quality 90, is not found in unmarked photos, is never put on small images nor on pixels outside
 an edit's mask; an edit records its area and is read there; the pipeline marks what it makes and
 `atelier verify` reports metadata and mark."""
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from atelier import provenance as pv
 from atelier.cli import main
-from atelier.metadata import REGION_KEY, GenerationInfo, read_edit_region, read_info, save_image
+from atelier.pipeline import provenance as pv
+from atelier.pipeline.metadata import REGION_KEY, GenerationInfo, read_edit_region, read_info, save_image
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -244,7 +244,7 @@ def test_verify_names_an_empty_file(tmp_path):
 
 
 def test_the_watermark_packages_load_only_when_used():
-    code = ("import sys, atelier.pipeline, atelier.provenance; "
+    code = ("import sys, atelier.pipeline, atelier.pipeline.provenance; "
             "print(sorted(m for m in ('cv2', 'pywt', 'imwatermark') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -345,7 +345,7 @@ def link_problems(path: Path, tracked: set[str]) -> list[str]:
             problem(match, f"link {target} leaves the repository")
         elif not resolved.exists():
             problem(match, f"link {target} does not exist")
-    for match in INLINE.finditer(prose(text)):     # `atelier/model/info.py`, `weights/default/`, ...
+    for match in INLINE.finditer(prose(text)):     # `atelier/model/info.py`, `atelier/weights/default/`, ...
         word = match.group(1)
         if re.fullmatch(r"[\w.-]+(/[\w.-]+)+/?", word) and word.split("/")[0] in tracked \
                 and not (ROOT / word).exists():
@@ -433,7 +433,7 @@ def test_the_scaling_plan_figures_match_the_code():
 
 def test_the_tokenizer_table_matches_the_code_and_its_run():
     """The README's encoder comparison: parameters counted from the code (meta device), steps,
-    images and PSNR from the run's own record beside the weights (weights/tokenizer/comparison.json)."""
+    images and PSNR from the run's own record beside the weights (atelier/weights/tokenizer/comparison.json)."""
     import torch
 
     from atelier.tokenizer.autoencoder import Autoencoder
@@ -441,7 +441,7 @@ def test_the_tokenizer_table_matches_the_code_and_its_run():
 
     rows = re.findall(r"^\| ([\w-]+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| \**([\d.]+) dB\** \|$",
                       README.read_text(), re.M)
-    runs = json.loads((ROOT / "weights/tokenizer/comparison.json").read_text())["rows"]
+    runs = json.loads((ROOT / "atelier/weights/tokenizer/comparison.json").read_text())["rows"]
     record = {row["preset"]: row for row in runs}
     assert [row[0] for row in rows] == list(record) == ["cot-4x", "conv-4x"], rows
     for name, parameters, steps, images, psnr in rows:

@@ -13,7 +13,7 @@ import re
 import pytest
 from PIL import Image
 
-from atelier.metadata import read_info
+from atelier.pipeline.metadata import read_info
 from atelier.server.config import ServerSettings
 from tests.api_server import start_server
 

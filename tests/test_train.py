@@ -14,10 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
+from atelier.flow.objective import keep_mask
 from atelier.train.batches import assemble, rank_indices
 from atelier.train.config import TrainConfig
 from atelier.train.data import FolderSource, WorldSource, load_square
-from atelier.train.masks import KINDS, edit_region, keep_mask
+from atelier.train.masks import KINDS, edit_region
 from atelier.world.stream import make_sample
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,13 +29,15 @@ import torch
 from torch import nn
 
 from atelier.folder import FolderError, check_state_dict, load_tensors, read_config, save_folder
-from atelier.train.wallclock import clock_rate, hardware, round_to_fp16
+from atelier.hardware import hardware
+from atelier.train.wallclock import clock_rate, round_to_fp16
+from atelier.weights import shipped
 from atelier.world import vocab
 from atelier.world.scene import Scene, sample_scene
 from atelier.world.stream import scene_rng
 
 KIND = "classifier"
-DEFAULT_CLASSIFIER = Path(__file__).resolve().parents[2] / "weights" / "classifier"
+DEFAULT_CLASSIFIER = shipped("classifier")
 MIN_SIDE, MAX_SIDE = 32, 256  # inputs outside are refused; inside, resized to the config's image_size
 POOLINGS = ("avg", "max", "avgmax")
 # Training augmentation (see `augment`): the share of images degraded, and the ranges drawn from.
@@ -229,7 +231,7 @@ class Classifier(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None) -> Classifier:
-        """Load a folder written by `save` (default: the shipped weights/classifier), in eval mode;
+        """Load a folder written by `save` (default: the shipped atelier/weights/classifier), in eval mode;
         anything else raises a FolderError that says what is wrong."""
         path = Path(path) if path is not None else DEFAULT_CLASSIFIER
         data = read_config(path)

@@ -33,7 +33,7 @@ IMAGINARY_TOLERANCE = 1e-3  # largest |imaginary part| of sqrtm's diagonal, rela
 
 
 def resolve_classifier(classifier=None):
-    """The classifier given, or the shipped weights/classifier loaded now (no cache: callers load
+    """The classifier given, or the shipped atelier/weights/classifier loaded now (no cache: callers load
     it once and pass it on)."""
     from atelier.evaluate.classifier import Classifier
 
@@ -43,7 +43,7 @@ def resolve_classifier(classifier=None):
 def features(images: Sequence, classifier=None, batch: int = 256) -> np.ndarray:
     """Pooled classifier features [N, D] (float64) of images: uint8 or float-in-0..1 arrays
     [H, W, 3] or PIL images, square, 32..256 px. `classifier` defaults to the shipped
-    weights/classifier, loaded for this call."""
+    atelier/weights/classifier, loaded for this call."""
     import torch
 
     if batch < 1:

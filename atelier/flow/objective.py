@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -49,6 +50,16 @@ def frame_times(t: torch.Tensor, keep_mask: torch.Tensor | None, frames: int) ->
         return t
     whole = keep_mask.flatten(2).amin(dim=2) >= 1                                           # [B, F]
     return torch.where(whole, torch.zeros_like(t), t)
+
+
+def keep_mask(region: np.ndarray, factor: int) -> np.ndarray:
+    """The latent keep-mask [size/factor, size/factor] float32: 1 only where a latent cell lies
+    wholly outside the region, so every pixel to generate is generated."""
+    size = region.shape[-1]
+    if region.shape[-2] % factor or size % factor:
+        raise ValueError(f"region {region.shape} is not divisible by the latent factor {factor}")
+    cells = region.reshape(*region.shape[:-2], region.shape[-2] // factor, factor, size // factor, factor)
+    return (~cells.any(axis=(-1, -3))).astype(np.float32)
 
 
 def with_known(x: torch.Tensor, keep_mask: torch.Tensor | None, context: torch.Tensor | None) -> torch.Tensor:

@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from atelier.folder import FolderError, check_state_dict, load_tensors, read_config, save_folder
+from atelier.weights import shipped
 
 KIND = "segmenter"
-DEFAULT_SEGMENTER = Path(__file__).resolve().parents[2] / "weights" / "segmenter"
+DEFAULT_SEGMENTER = shipped("segmenter")
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class Segmenter(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> Segmenter:
-        """Load a folder written by `save_pretrained` (default: the shipped weights/segmenter) in
+        """Load a folder written by `save_pretrained` (default: the shipped atelier/weights/segmenter) in
         float32, in eval mode; anything else raises a FolderError that says what is wrong."""
         path = Path(path) if path is not None else DEFAULT_SEGMENTER
         data = read_config(path)

@@ -1,6 +1,6 @@
 """Training the segmenter on the world's exact object masks, on a wall-clock budget.
 
-    atelier train segmenter -o weights/segmenter --minutes 12 --threads 1
+    atelier train segmenter -o atelier/weights/segmenter --minutes 12 --threads 1
 
 Every batch is rendered fresh from the training stream (seed, split "train"), so no image is
 seen twice, with the classifier's mild degradations (blur, noise, JPEG; `augment`) so the masks
@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from atelier.evaluate.classifier import augment, world_batch
+from atelier.hardware import hardware
 from atelier.segment.evaluate import format_iou, subject_iou
 from atelier.segment.model import Segmenter, SegmenterConfig
-from atelier.train.wallclock import clock_rate, hardware, round_to_fp16
+from atelier.train.wallclock import clock_rate, round_to_fp16
 from atelier.world.render import object_masks
 from atelier.world.scene import MAX_SIZE, check_size
 

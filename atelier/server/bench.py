@@ -230,7 +230,7 @@ def load(model: str | None = None, clients: int = 16, seconds: float = 60.0, thr
 
 def benchmark(model: str | None = None, threads: int = 2, seconds: float = 20.0, load_seconds: float = 60.0,
               with_load: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
-    from atelier.train.wallclock import hardware
+    from atelier.hardware import hardware
 
     log(f"atelier bench serve: the server on {hardware(threads)}, its clients in this process")
     result: dict[str, Any] = {"hardware": hardware(threads),

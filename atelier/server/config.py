@@ -32,7 +32,7 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     data: Path = field(default_factory=default_data_dir)   # database, assets and the signing secret
-    model: Path | None = None            # a model folder; None: the shipped weights/default
+    model: Path | None = None            # a model folder; None: the shipped atelier/weights/default
     threads: int = 2                     # torch CPU threads of the server process
     rate_limit: int = 60                 # requests per key per rate_window seconds
     rate_window: float = 60.0

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from atelier.flow.objective import FlowDraws, draw_per_sample
+from atelier.flow.objective import FlowDraws, draw_per_sample, keep_mask
 from atelier.train.config import MODALITY_TASKS, TrainConfig
 from atelier.train.data import Example
-from atelier.train.masks import edit_region, keep_mask
+from atelier.train.masks import edit_region
 
 FLOW, CHOICES, STEP = 0, 1, 2  # purposes of a generator: a sample's draws, its task and region, a step's modality
 

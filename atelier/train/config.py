@@ -9,6 +9,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from atelier.weights import shipped
+
 # Each step trains one modality (its global batch shares one canvas shape [B, F, C, h, w]); within
 # it, each sample draws one of the modality's tasks (../shared/DESIGN.md's task table).
 MODALITY_TASKS = {
@@ -27,7 +29,7 @@ REGIONS = ("box", "blob", "brush", "background", "objects", "outpaint")
 class TrainConfig:
     preset: str = "tiny"                  # atelier.model.config.PRESETS
     data: str = "world"                   # "world", a folder of images with .txt captions
-    tokenizer: str = "weights/tokenizer"  # a trained tokenizer folder (atelier train tokenizer)
+    tokenizer: str = str(shipped("tokenizer"))  # a trained tokenizer folder (atelier train tokenizer)
     text_encoder: str | None = None       # None: $ATELIER_TEXT_ENCODER or the installed package
     output: str = "runs/tiny"
     minutes: float = 0.0                  # wall-clock budget (0: --steps only)

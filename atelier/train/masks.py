@@ -93,16 +93,6 @@ def edit_region(kind: str, rng: np.random.Generator, size: int, object_masks: np
     return {"box": box, "blob": blob, "brush": brush, "outpaint": outpaint}[kind](rng, size)
 
 
-def keep_mask(region: np.ndarray, factor: int) -> np.ndarray:
-    """The latent keep-mask [size/factor, size/factor] float32: 1 only where a latent cell lies
-    wholly outside the region, so every pixel to generate is generated."""
-    size = region.shape[-1]
-    if region.shape[-2] % factor or size % factor:
-        raise ValueError(f"region {region.shape} is not divisible by the latent factor {factor}")
-    cells = region.reshape(*region.shape[:-2], region.shape[-2] // factor, factor, size // factor, factor)
-    return (~cells.any(axis=(-1, -3))).astype(np.float32)
-
-
 def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
     if pixels <= 0:
         return mask

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,9 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from atelier.hardware import cpu_name
 from atelier.tokenizer.autoencoder import Autoencoder
 from atelier.tokenizer.config import TokenizerConfig, preset
 from atelier.tokenizer.loss import psnr_per_image, reconstruction_loss, to_uint8
+from atelier.weights import shipped
 from atelier.world.stream import make_sample
 
 EVAL_SEED = 1_000_003  # held-out images: a seed no training run uses (training refuses it)
@@ -39,7 +40,7 @@ COMPARISON = "comparison.json"
 @dataclass
 class TrainSettings:
     preset: str = "cot-4x"
-    output: Path = Path("weights/tokenizer")
+    output: Path = shipped("tokenizer")
     minutes: float = 10.0  # training time per model (optimisation steps only)
     steps: int | None = None  # optional cap on steps per model
     baseline: str | None = None  # a second preset trained alongside for the same time
@@ -240,7 +241,7 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> dict:
         "settings": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(settings).items()},
         "heldout": {"seed": EVAL_SEED, "split": "all", "images": settings.eval_images, "size": settings.size,
                     "psnr": "mean over images of per-image PSNR of uint8-rounded reconstructions, fp32 inference"},
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": settings.threads,
+        "machine": {"cpu": cpu_name(), "threads": settings.threads,
                     "torch": torch.__version__},
     }
     main, *others = runs

@@ -1,6 +1,6 @@
 """What the small networks trained on a wall-clock budget share (the world classifier, the
-segmenter): their learning-rate schedule, the fp16 rounding their figures are measured after, and
-the hardware line of their training record.
+segmenter): their learning-rate schedule and the fp16 rounding their figures are measured after
+(the hardware line of their record is atelier.hardware).
 
 The schedule follows elapsed time rather than steps, so a run of any length ends annealed (the
 "cramming" recipe, Geiping & Goldstein 2022).
@@ -9,7 +9,6 @@ The schedule follows elapsed time rather than steps, so a run of any length ends
 from __future__ import annotations
 
 import math
-import platform
 
 import torch
 from torch import nn
@@ -30,19 +29,3 @@ def round_to_fp16(model: nn.Module) -> None:
         for tensor in model.state_dict().values():
             if tensor.is_floating_point():
                 tensor.copy_(tensor.half().float())
-
-
-def hardware(threads: int) -> str:
-    """"<CPU model>, N torch threads": where a record's timings were taken."""
-    return f"{_cpu_name()}, {threads} torch thread{'s' if threads > 1 else ''}"
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or f"{platform.machine()} CPU"

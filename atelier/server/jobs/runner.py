@@ -24,7 +24,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from atelier.edit.inputs import ImageInputError
+from atelier.pipeline.inputs import ImageInputError
 from atelier.server.db import Database
 from atelier.server.jobs import store
 from atelier.server.jobs.tasks import TASKS

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from atelier.edit.inputs import ImageInputError
+from atelier.pipeline.inputs import ImageInputError
 from atelier.server.accounts import Principal
 from atelier.server.errors import APIError, describe_validation
 from atelier.server.jobs import store

@@ -17,7 +17,7 @@ from PIL import Image
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from atelier.metadata import png_bytes
+from atelier.pipeline.metadata import png_bytes
 from atelier.server.db import Database
 from atelier.server.models import Asset, Job, utcnow
 from atelier.server.quota import refund

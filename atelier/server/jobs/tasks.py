@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from atelier.edit.inputs import ImageInputError, open_image, read_region, rgb_pixels
+from atelier.pipeline.inputs import ImageInputError, open_image, read_region, rgb_pixels
 from atelier.server.schemas import MAX_N, Extras, Point, Size, Strict
 from atelier.server.storage import Storage
 

@@ -22,7 +22,7 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from atelier.edit.inputs import ImageInputError, open_image, rgb_pixels
+from atelier.pipeline.inputs import ImageInputError, open_image, rgb_pixels
 from atelier.server.accounts import Principal
 from atelier.server.deps import PrincipalDep, ServicesDep
 from atelier.server.errors import APIError, describe_validation

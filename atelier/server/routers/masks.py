@@ -16,8 +16,8 @@ from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 from pydantic import Field
 
-from atelier.edit.editor import NoSubjectError
-from atelier.edit.inputs import ImageInputError
+from atelier.pipeline.editing import NoSubjectError
+from atelier.pipeline.inputs import ImageInputError
 from atelier.server.deps import PrincipalDep, ServicesDep
 from atelier.server.errors import APIError
 from atelier.server.jobs import service

@@ -3,7 +3,7 @@
 PNG gets AUTOMATIC1111's `parameters` text chunk (what most tools, galleries and CivitAI read) and an
 `atelier` iTXt chunk holding the same as JSON. JPEG and WebP have no text chunks: the A1111 text goes
 into the EXIF UserComment (as A1111 writes it) and the JSON into an XMP packet. An edit's image also
-carries the area it redrew (atelier.provenance.encode_region, from image.info[REGION_KEY]) in an
+carries the area it redrew (atelier.pipeline.provenance.encode_region, from image.info[REGION_KEY]) in an
 `atelier-edit-region` chunk or XMP attribute, so that its watermark can be read where it was put.
 """
 
@@ -129,7 +129,7 @@ def check_not_empty(path: Path) -> None:
 
 
 def read_edit_region(path: str | Path) -> str | None:
-    """The edited area an edit's file records (atelier.provenance.decode_region reads it), or None."""
+    """The edited area an edit's file records (atelier.pipeline.provenance.decode_region reads it), or None."""
     with Image.open(path) as image:
         return dict(getattr(image, "text", {}) or {}).get(REGION_KEY) or _from_xmp(image.info.get("xmp"), "editRegion")
 

@@ -1,30 +1,31 @@
 """Editing with the one foundation model: inpaint, replace background or subject, outpaint, vary.
 
-Every edit is keep-mask conditioning (../shared/DESIGN.md): the latent cells wholly outside the
-region are given as clean context and the rest is generated, the same model and weights as
+Every edit is keep-mask conditioning (the design's one operation: fill in the unknown part of a
+latent canvas given text and the known part): the latent cells wholly outside the region are
+given as clean context and the rest is generated, the same model and weights as
 text-to-image, trained on both together. The prompt describes the whole result ("a red star on
 a blue background"), as for text-to-image and as the model was trained, not the change.
 Variations are SDEdit (Meng et al. 2022): the image's latents noised part way, then denoised.
-`EditingMixin` gives these methods to atelier.pipeline.Atelier.
+`Editing` is the part of atelier.pipeline.Atelier that holds these methods; it declares what
+it uses of the rest of the class.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from atelier.edit.inputs import MAX_SIDE, ImageInput, ImageInputError, open_image, read_region, rgb_pixels
-from atelier.edit.window import CONTEXT, Window, crop, find_window, fit_pixels, fit_region, paste
-from atelier.metadata import GenerationInfo
-from atelier.provenance import mark
-
-if TYPE_CHECKING:
-    from atelier.pipeline import Progress
+from atelier.pipeline.inputs import MAX_SIDE, ImageInput, ImageInputError, open_image, read_region, rgb_pixels
+from atelier.pipeline.metadata import GenerationInfo
+from atelier.pipeline.provenance import mark
+from atelier.pipeline.requests import GenerationRequest, Progress, SettingError, progress_bar
+from atelier.pipeline.window import CONTEXT, Window, crop, find_window, fit_pixels, fit_region, paste
 
 SUBJECT_MARGIN = 2 / 64   # of the image's shorter side: how far replace_subject's region reaches past the object
 
@@ -43,7 +44,7 @@ class AutomaticRegion:
 class EditResult:
     """What an edit made. `images` have the source's size and equal it outside `mask`; when both
     sides are 256 px or more they carry the invisible watermark inside `mask` only, and record
-    that area so the mark is read there (atelier.provenance). `raw` are the model's outputs
+    that area so the mark is read there (atelier.pipeline.provenance). `raw` are the model's outputs
     before paste-back (its whole window replaced, the rest of the image kept, no watermark),
     what the edit suite's PSNR outside the mask measures."""
 
@@ -53,9 +54,19 @@ class EditResult:
     window: Window | None          # where in the image the model drew; None when nothing was drawn
 
 
-class EditingMixin:
-    """Editing methods for a pipeline with .transformer, .tokenizer, .text_encoder, .sizes,
-    .resolve(request), .encode_texts, .encode_pixels and .decode (atelier.pipeline.Atelier)."""
+class Editing:
+    """The editing methods of atelier.pipeline.Atelier, which provides what is declared here."""
+
+    transformer: Any                                            # atelier.model.transformer.SpaceTimeTransformer
+    tokenizer: Any                                              # atelier.tokenizer.autoencoder.Autoencoder
+    segmenter: Any                                              # atelier.segment.model.Segmenter, loaded on use
+    sizes: tuple[int, ...]                                      # the canvas sides the model makes
+    name: str                                                   # the model folder's name and its weights'
+    model_hash: str                                             # hash, for the metadata
+    resolve: Callable[[GenerationRequest], GenerationRequest]   # defaults filled in, settings checked
+    encode_texts: Callable[..., tuple[Any, Any]]                # (prompt, negative, rows) -> TextBatches
+    encode_pixels: Callable[[np.ndarray], Any]                  # [B, H, W, 3] uint8 -> latents
+    decode: Callable[[Any], np.ndarray]                         # latents -> [B, H, W, 3] uint8
 
     def edit(self, image: ImageInput, mask: ImageInput | None = None, prompt: str = "",
              negative_prompt: str | None = None, n: int = 1, seed: int | None = None, steps: int | None = None,
@@ -67,8 +78,6 @@ class EditingMixin:
         model's canvas, drawn, scaled back and pasted inside the region, feathered over
         `feather` pixels inside it (default: one model pixel), so no pixel outside it changes.
         An empty region returns the image unchanged; a full one is plain generation."""
-        from atelier.pipeline import GenerationRequest
-
         check_edit_settings(context, feather)
         picture = open_image(image)
         pixels = rgb_pixels(picture)
@@ -147,8 +156,6 @@ class EditingMixin:
         """`n` images like `image`, changed by `strength` (0 < strength <= 1: 0.2 keeps the layout
         and colours, 1 is a new image): its latents are noised to that time and denoised in
         round(steps * strength) steps, guided by `prompt` when one is given."""
-        from atelier.pipeline import GenerationRequest
-
         check_strength(strength)
         pixels = rgb_pixels(open_image(image))
         height, width = pixels.shape[:2]
@@ -176,8 +183,7 @@ class EditingMixin:
         import torch
 
         from atelier.flow.generate import generate_latents
-        from atelier.pipeline import _progress_bar
-        from atelier.train.masks import keep_mask
+        from atelier.flow.objective import keep_mask
 
         rows = request.n
         text, negative = self.encode_texts(request.prompt, request.negative_prompt, rows)
@@ -192,7 +198,7 @@ class EditingMixin:
             known = keep_mask(model_region, self.tokenizer.downsample)                        # [h, w]
             keep = torch.from_numpy(known).to(device)[None, None, None].expand(rows, 1, 1, *known.shape)
             context = latents.expand(rows, *latents.shape[1:])
-        report = _progress_bar(steps) if progress is True else (progress or None)
+        report = progress_bar(steps) if progress is True else (progress or None)
         out = generate_latents(
             self.transformer, text, [request.seed + k for k in range(rows)], latents.shape[1:], steps=steps,
             sampler=request.sampler, text_scale=request.guidance, negative=negative,
@@ -219,8 +225,6 @@ class EditingMixin:
 
 def check_edit_settings(context: float, feather: float | None) -> None:
     """SettingError for an edit's `context` or `feather` out of range (before anything is read or drawn)."""
-    from atelier.pipeline import SettingError
-
     if not _number(context) or not 0 <= context <= 4:
         raise SettingError("context", "must be from 0 to 4 (a share of the region's size)", context)
     if feather is not None and (not _number(feather) or not feather >= 0):
@@ -229,8 +233,6 @@ def check_edit_settings(context: float, feather: float | None) -> None:
 
 def check_strength(strength: float) -> None:
     """SettingError for a variation's `strength` out of (0, 1]."""
-    from atelier.pipeline import SettingError
-
     if not _number(strength) or not 0 < strength <= 1:
         raise SettingError("strength", "must be a number above 0 and at most 1", strength)
 
@@ -238,8 +240,6 @@ def check_strength(strength: float) -> None:
 def check_outpaint(size: tuple[int, int], left: int, right: int, top: int, bottom: int) -> tuple[int, int]:
     """The (width, height) outpainting an image of `size` by these pixels makes; SettingError for a
     side that is not a whole number at least 0, ValueError for none at all or a result over MAX_SIDE."""
-    from atelier.pipeline import SettingError
-
     amounts = {"left": left, "right": right, "top": top, "bottom": bottom}
     for name, amount in amounts.items():
         if isinstance(amount, bool) or not isinstance(amount, (int, np.integer)) or amount < 0:

@@ -12,17 +12,14 @@ the CPU give a row the same result whatever the batch, but not whatever the padd
 so each text is encoded alone and padded to a fixed bucket of its own length (TEXT_BUCKET), and only
 requests of the same bucket share a batch.
 
-`check_request` is the one place settings are checked; it needs only the model folder's
-model_index.json (`model_settings`), so the CLI refuses a bad setting before the weights load.
+Every setting is checked by atelier.pipeline.requests.check_request; editing is atelier.pipeline.editing.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,44 +27,25 @@ import numpy as np
 from PIL import Image
 
 from atelier.bundle import read_index, weights_hash
-from atelier.edit.editor import EditingMixin
 from atelier.folder import FolderError
-from atelier.metadata import GenerationInfo
-from atelier.provenance import mark
+from atelier.pipeline.editing import Editing
+from atelier.pipeline.metadata import GenerationInfo
+from atelier.pipeline.provenance import mark
+from atelier.pipeline.requests import (
+    DEFAULT_MODEL,
+    GenerationRequest,
+    Progress,
+    check_request,
+    progress_bar,
+    supported_sizes,
+)
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "weights" / "default"
-MAX_IMAGES = 16           # per request
-MAX_STEPS = 1000
-MAX_GUIDANCE = 30.0
-SEED_RANGE = 2 ** 32      # seeds are 0 .. 2^32 - 1, as in most tools (a seed + k must stay in range)
 TEXT_BUCKET = 16          # text tokens are padded to a multiple of this
 
-Progress = Callable[[int, int], None]  # (sampling steps done, total) over the whole call
 
+class Atelier(Editing):
+    """A model folder loaded for inference: text-to-image here, the edits from Editing."""
 
-class SettingError(ValueError):
-    """A setting out of its range: `setting` (the parameter's name), what it must be, and the value given."""
-
-    def __init__(self, setting: str, rule: str, value: Any):
-        super().__init__(f"{setting} {rule}, got {value!r}")
-        self.setting, self.rule, self.value = setting, rule, value
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """One prompt's images; settings left None take the model's defaults (model_index.json)."""
-
-    prompt: str
-    negative_prompt: str | None = None
-    n: int = 1
-    seed: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    size: int | None = None
-    sampler: str | None = None
-
-
-class Atelier(EditingMixin):
     def __init__(self, transformer, tokenizer, text_encoder, index: dict[str, Any], path: Path, model_hash: str):
         self.transformer, self.tokenizer, self.text_encoder = transformer, tokenizer, text_encoder
         self.index, self.path, self.model_hash = index, path, model_hash
@@ -132,7 +110,7 @@ class Atelier(EditingMixin):
             groups.setdefault((request.size, request.steps, request.sampler, bucket), []).append(number)
         total = sum(steps for _, steps, _, _ in groups)   # the progress counts sampling steps
         done = 0
-        report = _progress_bar(total) if progress is True else (progress or None)
+        report = progress_bar(total) if progress is True else (progress or None)
         for (size, steps, sampler, bucket), members in groups.items():
             rows = [(number, k) for number in members for k in range(resolved[number].n)]
             prompts = [resolved[number].prompt for number, _ in rows]
@@ -213,67 +191,6 @@ class Atelier(EditingMixin):
                                   info.size, info.sampler)[0]
 
 
-def model_settings(path: str | Path | None = None) -> tuple[dict[str, Any], str]:
-    """(defaults, name) of the model folder at `path` (default DEFAULT_MODEL), read from its
-    model_index.json without loading any weights: what check_request needs."""
-    path = Path(path) if path is not None else DEFAULT_MODEL
-    return read_index(path)["defaults"], path.resolve().name
-
-
-def supported_sizes(defaults: dict[str, Any]) -> tuple[int, ...]:
-    """The image sides a model makes, from its defaults (model_index.json)."""
-    return tuple(defaults.get("sizes") or [defaults["size"]])
-
-
-def check_request(request: GenerationRequest, defaults: dict[str, Any], model: str) -> GenerationRequest:
-    """The request with `defaults` (a model's, model_index.json) filled in and every setting checked:
-    SettingError for the first out of range. The prompts are stripped; a missing seed is drawn."""
-    from atelier.flow.samplers import SAMPLERS
-
-    if not isinstance(request.prompt, str):
-        raise ValueError(f"the prompt must be a string, got {type(request.prompt).__name__}")
-    if request.negative_prompt is not None and not isinstance(request.negative_prompt, str):
-        raise ValueError("the negative prompt must be a string")
-    steps = defaults["steps"] if request.steps is None else request.steps
-    guidance = defaults["guidance"] if request.guidance is None else request.guidance
-    size = defaults["size"] if request.size is None else request.size
-    sampler = defaults["sampler"] if request.sampler is None else request.sampler
-    seed = random.randrange(SEED_RANGE - MAX_IMAGES) if request.seed is None else request.seed
-    if not _integer(request.n) or not 1 <= request.n <= MAX_IMAGES:
-        raise SettingError("n", f"must be a whole number from 1 to {MAX_IMAGES}", request.n)
-    if not _integer(steps) or not 1 <= steps <= MAX_STEPS:
-        raise SettingError("steps", f"must be a whole number from 1 to {MAX_STEPS}", steps)
-    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
-            or not 0 <= guidance <= MAX_GUIDANCE:
-        raise SettingError("guidance", f"must be a number from 0 to {MAX_GUIDANCE:g}", guidance)
-    sizes = supported_sizes(defaults)
-    if size not in sizes:
-        allowed = ", ".join(map(str, sizes))
-        raise SettingError("size", f"must be one of the sizes the model {model!r} makes: {allowed}", size)
-    if sampler not in SAMPLERS:
-        raise SettingError("sampler", f"must be one of {', '.join(SAMPLERS)}", sampler)
-    if not _integer(seed) or not 0 <= seed <= SEED_RANGE - request.n:
-        raise SettingError("seed", f"must be a whole number from 0 to {SEED_RANGE - request.n}", seed)
-    return replace(request, prompt=request.prompt.strip(), negative_prompt=(request.negative_prompt or "").strip(),
-                   seed=seed, steps=steps, guidance=float(guidance), size=size, sampler=sampler)
-
-
 def _text_bucket(*texts) -> int:
     """The padded length a prompt and its negative share: the longer, rounded up to TEXT_BUCKET."""
     return TEXT_BUCKET * math.ceil(max(text.tokens.shape[1] for text in texts) / TEXT_BUCKET)
-
-
-def _integer(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _progress_bar(total: int) -> Progress:
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="step", desc="sampling", leave=False, dynamic_ncols=True)
-
-    def report(done: int, _: int) -> None:
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-    return report

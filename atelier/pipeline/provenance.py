@@ -3,7 +3,7 @@
 Where it is applied. At the library level, where an image gets its GenerationInfo: the pipeline's
 generate() and the editing methods (edit, outpaint, variations, replace_background/subject) call
 `mark` on each image they return, so the CLI (`atelier generate/edit/outpaint/vary`, which save
-with atelier.metadata.save_numbered) and the API (routers/images.py `_store`, which encodes with
+with atelier.pipeline.metadata.save_numbered) and the API (routers/images.py `_store`, which encodes with
 png_bytes) write the same marked pixels, and `atelier generate --from` reproduces them exactly.
 Encoders stay plain: a file's pixels are the pipeline's. Edits pass their mask: the mark is
 embedded on the whole image, then every pixel outside the mask is put back exactly, so only
@@ -70,7 +70,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
-from atelier.metadata import JSON_KEY, REGION_KEY, GenerationInfo
+from atelier.pipeline.metadata import JSON_KEY, REGION_KEY, GenerationInfo
 
 METHOD = "dwtDctSvd"
 MIN_SIDE = 256                 # both sides, in pixels

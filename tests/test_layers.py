@@ -1,0 +1,132 @@
+"""The package's layers (README, Architecture): an import never points up the table, no two folders
+import each other, and inference (atelier.pipeline, atelier.server) never reaches training code.
+Read from the source with `ast`, function-level imports included: a lazy import is a dependency too."""
+
+import ast
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "atelier"
+
+FLOORS = {
+    "world": 1, "flow": 1, "folder": 1, "weights": 1, "hardware": 1,
+    "evaluate": 2, "text": 2, "tokenizer": 2, "model": 2, "segment": 2, "bundle": 2,
+    "train": 3, "pipeline": 3,
+    "server": 4,
+    "cli": 5, "__main__": 5,
+}
+# Upward arrows that are still there, each with where it goes next. The test fails when one of them
+# disappears too, so that this list only shrinks.
+KNOWN_UPWARD = {
+    ("evaluate", "train"): "the judge's training loop (evaluate/classifier.py) moves to train/",
+    ("segment", "train"): "the segmenter's training loop (segment/train.py) moves to train/",
+}
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_imports() -> dict[str, set[str]]:
+    """Each atelier module -> the atelier modules it imports (`from atelier.x import name` counts as
+    atelier.x.name when that is a module, else atelier.x)."""
+    paths = {_module(path): path for path in ROOT.rglob("*.py")}
+    graph = {}
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([node.module] if node.module else []))
+                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in paths else base for alias in node.names]
+            else:
+                continue
+            found |= {target for target in targets if target.startswith("atelier.") and target != name}
+        graph[name] = found
+    return graph
+
+
+def unit(module: str) -> str:
+    """The layer unit a module belongs to: its top-level folder or module under atelier/."""
+    return module.split(".")[1]
+
+
+def unit_arrows(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    arrows = defaultdict(set)
+    for source, targets in graph.items():
+        if source == "atelier":
+            continue
+        for target in targets:
+            if unit(target) != unit(source):
+                arrows[unit(source)].add(unit(target))
+    return arrows
+
+
+def test_every_unit_has_a_floor():
+    units = {unit(module) for module in module_imports() if module != "atelier"}
+    assert units <= set(FLOORS), f"put these in FLOORS (and in the README's table): {sorted(units - set(FLOORS))}"
+
+
+def test_no_import_points_up():
+    arrows = unit_arrows(module_imports())
+    upward = {(source, target) for source, targets in arrows.items() for target in targets
+              if FLOORS[target] > FLOORS[source]}
+    assert upward - set(KNOWN_UPWARD) == set(), "imports that point up the table: " + ", ".join(
+        f"{source} (floor {FLOORS[source]}) -> {target} (floor {FLOORS[target]})"
+        for source, target in sorted(upward - set(KNOWN_UPWARD)))
+    assert set(KNOWN_UPWARD) - upward == set(), f"fixed, so take them out of KNOWN_UPWARD: {set(KNOWN_UPWARD) - upward}"
+
+
+def test_no_two_folders_import_each_other():
+    arrows = unit_arrows(module_imports())
+    pairs = sorted({tuple(sorted((source, target))) for source, targets in arrows.items() for target in targets
+                    if source in arrows.get(target, set())})
+    assert not pairs, f"folders that import each other: {pairs}"
+
+
+def test_inference_never_reaches_training_code():
+    graph = module_imports()
+    for start in ("atelier.pipeline", "atelier.server"):
+        seen, todo, via = set(), [module for module in graph if module.startswith(start)], {}
+        while todo:
+            module = todo.pop()
+            if module in seen:
+                continue
+            seen.add(module)
+            for target in graph.get(module, ()):
+                via.setdefault(target, module)
+                todo.append(target)
+        training = sorted(module for module in seen if module.startswith("atelier.train"))
+        assert not training, f"{start} reaches {training[0]} through {via[training[0]]}"
+
+
+def test_the_server_calls_the_pipeline_not_the_layers_below():
+    arrows = unit_arrows(module_imports())
+    assert arrows["server"] <= {"pipeline", "hardware"}, f"the server imports {sorted(arrows['server'])}"
+
+
+def test_the_model_never_imports_torch_distributed():
+    for path in (ROOT / "model").rglob("*.py"):
+        assert "torch.distributed" not in path.read_text(), f"{path}: distributed training belongs in train/"
+
+
+def test_the_checker_sees_lazy_and_relative_imports(tmp_path, monkeypatch):
+    package = tmp_path / "atelier"
+    (package / "low").mkdir(parents=True)
+    (package / "high").mkdir()
+    for folder in (package, package / "low", package / "high"):
+        (folder / "__init__.py").write_text("")
+    (package / "low" / "deep.py").write_text("def f():\n    from atelier.high import top\n")
+    (package / "high" / "top.py").write_text("from . import other\n")
+    (package / "high" / "other.py").write_text("")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", package)
+    graph = module_imports()
+    assert graph["atelier.low.deep"] == {"atelier.high.top"} and graph["atelier.high.top"] == {"atelier.high.other"}
+    assert unit_arrows(graph) == {"low": {"high"}}
