@@ -879,7 +879,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> None:
     if args.target == "segmenter":
-        from atelier.segment.train import train_segmenter
+        from atelier.train.segmenter import train_segmenter
 
         if args.output is None:
             raise SystemExit("error: give the segmenter's folder with -o DIR (the shipped one: "
@@ -891,7 +891,7 @@ def _train(args: argparse.Namespace) -> None:
                         command=command)
         return
     if args.target == "classifier":
-        from atelier.evaluate.classifier import train_classifier
+        from atelier.train.classifier import train_classifier
 
         if args.output is None:
             raise SystemExit("error: give the classifier's folder with -o DIR (the shipped one: "

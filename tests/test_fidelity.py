@@ -8,14 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from atelier.evaluate.classifier import (
-    DEFAULT_CLASSIFIER,
-    Classifier,
-    ClassifierConfig,
-    accuracy,
-    train_classifier,
-    world_batch,
-)
+from atelier.evaluate.classifier import DEFAULT_CLASSIFIER, Classifier, ClassifierConfig
 from atelier.evaluate.fidelity import (
     features,
     folder_fidelity,
@@ -28,6 +21,8 @@ from atelier.evaluate.fidelity_validation import heavy_blur
 from atelier.evaluate.suite import sample_seed, truth_images
 from atelier.evaluate.validate import blur
 from atelier.folder import FolderError
+from atelier.train.classifier import accuracy, train_classifier
+from atelier.world.batches import world_batch
 from atelier.world.evalset import load
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from atelier.evaluate.classifier import DEFAULT_CLASSIFIER, world_batch
+from atelier.evaluate.classifier import DEFAULT_CLASSIFIER
 from atelier.folder import FolderError
 from atelier.segment.evaluate import format_iou, iou, subject_iou
 from atelier.segment.masks import (
@@ -19,8 +19,9 @@ from atelier.segment.masks import (
     working_size,
 )
 from atelier.segment.model import DEFAULT_SEGMENTER, Segmenter, SegmenterConfig
-from atelier.segment.train import train_segmenter
+from atelier.train.segmenter import train_segmenter
 from atelier.train.wallclock import round_to_fp16
+from atelier.world.batches import world_batch
 from atelier.world.render import object_masks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

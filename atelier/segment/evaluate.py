@@ -34,7 +34,7 @@ def subject_iou(segmenter: Segmenter, count: int = 500, seed: int = 1, size: int
     The defaults are held out from the shipped weights, which trained on seed 0's "train" split:
     seed 1 is another stream and "all" also shows the pairs, counts and relations training never
     saw."""
-    from atelier.evaluate.classifier import world_batch
+    from atelier.world.batches import world_batch
     from atelier.world.render import object_masks
 
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:

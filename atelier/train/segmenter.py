@@ -23,11 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from atelier.evaluate.classifier import augment, world_batch
 from atelier.hardware import hardware
 from atelier.segment.evaluate import format_iou, subject_iou
 from atelier.segment.model import Segmenter, SegmenterConfig
 from atelier.train.wallclock import clock_rate, round_to_fp16
+from atelier.world.batches import augment, world_batch
 from atelier.world.render import object_masks
 from atelier.world.scene import MAX_SIZE, check_size
 
