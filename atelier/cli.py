@@ -29,17 +29,17 @@ class UsageError(SystemExit):
 
 def _world(args: argparse.Namespace) -> None:
     if args.action == "preview":
-        from atelier.world.clippreview import write_clip_preview
-        from atelier.world.edit_preview import write_edit_preview
-        from atelier.world.preview import write_preview
-        from atelier.world.turntable import write_turntable
+        from atelier.world.clips.preview import write_clip_preview
+        from atelier.world.edits.preview import write_edit_preview
+        from atelier.world.images.preview import write_preview
+        from atelier.world.objects.preview import write_turntable
 
         print(f"wrote {write_preview(args.output, seed=args.seed, count=args.count, size=args.size, split=args.split)}")
         print(f"wrote {write_clip_preview(args.output, seed=args.seed, size=args.size)} (clips in motion)")
         print(f"wrote {write_turntable(args.output, seed=args.seed, size=args.size)} (3D objects, turning)")
         print(f"wrote {write_edit_preview(args.output, seed=args.seed, size=args.size)} (edit pairs)")
     elif args.action == "sample":
-        from atelier.world.preview import write_samples
+        from atelier.world.images.preview import write_samples
 
         count = write_samples(args.output, seed=args.seed, count=args.count, size=args.size, split=args.split)
         print(f"wrote {count} scenes (png, txt caption, json truth) to {args.output}")
@@ -56,8 +56,7 @@ def _world(args: argparse.Namespace) -> None:
         print(f"{args.suite}: {len(cases)} prompts; categories: {categories}")
 
 
-EVALSETS = {"images": "atelier.world.evalset", "clips": "atelier.world.clipevalset", "edits": "atelier.world.editset",
-            "objects": "atelier.world.evalobjects"}
+EVALSETS = {suite: f"atelier.world.{suite}.evalset" for suite in ("images", "clips", "edits", "objects")}
 
 
 def _progress_printer(label: str):
@@ -116,7 +115,7 @@ def _eval(args: argparse.Namespace) -> None:
         _eval_suite(args)
         return
     from atelier.evaluate.suite import format_table, report, score_folder
-    from atelier.world import evalset
+    from atelier.world.images import evalset
 
     prompts = evalset.load()
     if args.validate:

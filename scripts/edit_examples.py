@@ -48,8 +48,8 @@ def _stack(rows: list[Image.Image]) -> Image.Image:
 
 
 def world_sheet(pipe, seed: int = 0) -> Image.Image:
-    from atelier.world import editset
-    from atelier.world.stream import make_sample
+    from atelier.world.edits import evalset as editset
+    from atelier.world.images.stream import make_sample
 
     rows = []
     cases = {case.category: case for case in reversed(editset.load())}

@@ -4,12 +4,22 @@ import random
 
 import pytest
 
-from atelier.world import evalset, vocab
-from atelier.world.caption import HELD_OUT, PLURALS, TRAIN, describe, held_out_words, say, train_vocabulary, words
-from atelier.world.query import BackgroundQuery, ObjectQuery, Query, RelationQuery
-from atelier.world.scene import contrasts, realize, sample_scene
+from atelier.world import vocab
+from atelier.world.images import evalset
+from atelier.world.images.caption import (
+    HELD_OUT,
+    PLURALS,
+    TRAIN,
+    describe,
+    held_out_words,
+    say,
+    train_vocabulary,
+    words,
+)
+from atelier.world.images.query import BackgroundQuery, ObjectQuery, Query, RelationQuery
+from atelier.world.images.scene import contrasts, realize, sample_scene
+from atelier.world.images.stream import WorldStream
 from atelier.world.splits import HELD_OUT_COUNTS, HELD_OUT_PAIRS, HELD_OUT_RELATIONS, held_out_facts
-from atelier.world.stream import WorldStream
 
 TRAIN_SAMPLES = 6000
 

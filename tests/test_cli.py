@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from atelier.cli import main
-from atelier.world import evalset
+from atelier.world.images import evalset
 
 
 def test_preview_writes_a_contact_sheet(tmp_path):
@@ -261,7 +261,7 @@ def test_the_automatic_mask_hint_is_a_command_that_runs(folder, tmp_path, monkey
 
     import numpy as np
 
-    from atelier.world.stream import make_sample
+    from atelier.world.images.stream import make_sample
 
     monkeypatch.chdir(tmp_path)
     source = make_sample(3, 5, size=64, split="all").image

@@ -12,11 +12,9 @@ import pytest
 
 from atelier.evaluate import clips as suite
 from atelier.evaluate.clips import temporal_flicker
-from atelier.world import clipevalset, vocab
-from atelier.world.caption import held_out_words, words
-from atelier.world.clipquery import ClipQuery, MotionQuery
-from atelier.world.clipstream import make_clip_sample
-from atelier.world.motion import (
+from atelier.world import vocab
+from atelier.world.clips import evalset as clipevalset
+from atelier.world.clips.motion import (
     MOTIONS,
     ROTATING_SHAPES,
     Clip,
@@ -26,11 +24,14 @@ from atelier.world.motion import (
     rotation_period,
     window_box,
 )
-from atelier.world.query import ObjectQuery, Query
-from atelier.world.render import object_masks, render
+from atelier.world.clips.query import ClipQuery, MotionQuery
+from atelier.world.clips.staging import realize_clip, sample_clip
+from atelier.world.clips.stream import make_clip_sample
+from atelier.world.images.caption import held_out_words, words
+from atelier.world.images.query import ObjectQuery, Query
+from atelier.world.images.render import object_masks, render
 from atelier.world.shapes import rasterise, sprite
 from atelier.world.splits import held_out_facts
-from atelier.world.staging import realize_clip, sample_clip
 
 SAMPLES = 120
 

@@ -13,7 +13,7 @@ from atelier.pipeline import Atelier
 from atelier.pipeline.inputs import MAX_SIDE, ImageInputError, open_image, read_region, rgb_pixels
 from atelier.pipeline.metadata import read_info
 from atelier.pipeline.window import crop, feather, find_window, fit_region, paste
-from atelier.world.edits import make_edit_pair
+from atelier.world.edits.pairs import make_edit_pair
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +292,7 @@ def test_the_edit_suite_runs_a_model_and_reports_the_raw_psnr(folder, tmp_path, 
 
 
 def test_background_and_subject_are_found_and_only_they_change(pipe):
-    from atelier.world.stream import make_sample
+    from atelier.world.images.stream import make_sample
 
     sample = make_sample(3, 5, size=64, split="all")
     objects = sample.masks.any(axis=0)
@@ -307,7 +307,7 @@ def test_background_and_subject_are_found_and_only_they_change(pipe):
 
 
 def test_one_object_is_picked_by_index_or_point(pipe):
-    from atelier.world.stream import make_sample
+    from atelier.world.images.stream import make_sample
 
     def clearly_ordered(sample) -> bool:   # two or more objects, the largest clearly the largest
         sizes = np.sort(sample.masks.sum(axis=(1, 2)))
@@ -333,7 +333,7 @@ def test_an_image_without_a_subject_is_refused_with_a_way_forward(pipe):
 
 
 def test_the_command_writes_the_automatic_mask_beside_the_result(folder, tmp_path, capsys):
-    from atelier.world.stream import make_sample
+    from atelier.world.images.stream import make_sample
 
     sample = make_sample(3, 5, size=64, split="all")
     Image.fromarray(sample.image).save(tmp_path / "scene.png")

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from atelier.evaluate import edits as suite
-from atelier.world import editset, vocab
-from atelier.world.caption import TRAIN, held_out_words, words
-from atelier.world.edits import KINDS, make_edit_pair
-from atelier.world.render import object_coverage, render
+from atelier.world import vocab
+from atelier.world.edits import evalset as editset
+from atelier.world.edits.pairs import KINDS, make_edit_pair
+from atelier.world.images.caption import TRAIN, held_out_words, words
+from atelier.world.images.render import object_coverage, render
 from atelier.world.splits import held_out_facts
 
 

@@ -23,7 +23,7 @@ from atelier.evaluate.validate import blur
 from atelier.folder import FolderError
 from atelier.train.classifier import accuracy, train_classifier
 from atelier.world.batches import world_batch
-from atelier.world.evalset import load
+from atelier.world.images.evalset import load
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -4,6 +4,7 @@ folder with no source checkout in sight."""
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """The package installed (built as a wheel, then unpacked) into a folder of its own."""
-    target = tmp_path_factory.mktemp("site")
+    """The package installed (built as a wheel, then unpacked) into a folder of its own, from a copy
+    of the checkout (setuptools builds in the source folder)."""
+    source, target = tmp_path_factory.mktemp("source") / "atelier", tmp_path_factory.mktemp("site")
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", "runs", "outputs", "eval_samples", "preview", ".carry"))
     # with this environment's setuptools when it has one, so nothing is fetched; else pip fetches it
     isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                           "--disable-pip-version-check", *isolation, "--target", str(target), str(ROOT)],
+                           "--disable-pip-version-check", *isolation, "--target", str(target), str(source)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return target

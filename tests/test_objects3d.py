@@ -14,10 +14,12 @@ from scipy.ndimage import binary_dilation
 from atelier.evaluate import objects as suite
 from atelier.evaluate.hull import carve, iou
 from atelier.evaluate.views import read_view
-from atelier.world import evalobjects
-from atelier.world.camera import Camera, orbit
-from atelier.world.caption import held_out_words, words
-from atelier.world.objects3d import (
+from atelier.world.images.caption import held_out_words, words
+from atelier.world.objects import evalset as evalobjects
+from atelier.world.objects.camera import Camera, orbit
+from atelier.world.objects.primitives import SHAPES_3D, primitive
+from atelier.world.objects.query import Object3DQuery
+from atelier.world.objects.scene import (
     HELD_OUT_PAIRS_3D,
     OCCUPANCY_RESOLUTION,
     Pose,
@@ -28,8 +30,6 @@ from atelier.world.objects3d import (
     render_view,
     silhouette,
 )
-from atelier.world.primitives import SHAPES_3D, primitive
-from atelier.world.query3d import Object3DQuery
 
 
 def test_camera_vector_equals_the_models():
@@ -251,7 +251,7 @@ def test_hull_of_few_views_holds_the_object_and_iou_is_symmetric():
 
 
 def test_turntable_gif(tmp_path):
-    from atelier.world.turntable import frames_as_array, write_turntable
+    from atelier.world.objects.preview import frames_as_array, write_turntable
 
     path = write_turntable(tmp_path, seed=1, count=2, size=32, frames=3)
     frames = frames_as_array(path)

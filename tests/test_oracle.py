@@ -9,10 +9,11 @@ import pytest
 from atelier.evaluate.detect import read
 from atelier.evaluate.suite import score_image, truth_images
 from atelier.evaluate.validate import RECOLOUR_FRACTIONS, validate
-from atelier.world import evalset, vocab
-from atelier.world.query import BackgroundQuery, ObjectQuery, Query, RelationQuery
-from atelier.world.render import render
-from atelier.world.scene import Background, Scene, SceneObject, place, realize, sample_scene
+from atelier.world import vocab
+from atelier.world.images import evalset
+from atelier.world.images.query import BackgroundQuery, ObjectQuery, Query, RelationQuery
+from atelier.world.images.render import render
+from atelier.world.images.scene import Background, Scene, SceneObject, place, realize, sample_scene
 
 
 @pytest.fixture(scope="module")

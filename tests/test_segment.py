@@ -22,7 +22,7 @@ from atelier.segment.model import DEFAULT_SEGMENTER, Segmenter, SegmenterConfig
 from atelier.train.segmenter import train_segmenter
 from atelier.train.wallclock import round_to_fp16
 from atelier.world.batches import world_batch
-from atelier.world.render import object_masks
+from atelier.world.images.render import object_masks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -207,7 +207,7 @@ def test_history_is_searched_by_prompt_and_paged(server):
 
 
 def _scene_png() -> bytes:
-    from atelier.world.stream import make_sample
+    from atelier.world.images.stream import make_sample
 
     sample = make_sample(3, 5, size=64, split="all")
     buffer = io.BytesIO()

@@ -173,7 +173,7 @@ def test_paint_a_mask_and_apply_an_edit(alice, shots):
 
 
 def test_replace_background_shows_the_automatic_mask_for_refining(alice, shots, tmp_path):
-    from atelier.world.stream import make_sample
+    from atelier.world.images.stream import make_sample
 
     expect = _expect()
     scene = tmp_path / "scene.png"

@@ -16,9 +16,9 @@ from atelier.folder import FolderError
 from atelier.text.cache import TextCache
 from atelier.text.compact import stream_caption
 from atelier.text.encoder import ENV_VAR, MissingTokensError, TextBatch, TextEncoder
-from atelier.world import evalset
 from atelier.world.glyphs import make_glyphs
-from atelier.world.stream import make_sample
+from atelier.world.images import evalset
+from atelier.world.images.stream import make_sample
 
 SENTENCES = [
     "a red circle above two blue squares",

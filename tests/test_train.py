@@ -19,7 +19,7 @@ from atelier.train.batches import assemble, rank_indices
 from atelier.train.config import TrainConfig
 from atelier.train.data import FolderSource, WorldSource, load_square
 from atelier.train.masks import KINDS, edit_region
-from atelier.world.stream import make_sample
+from atelier.world.images.stream import make_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 12

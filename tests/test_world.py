@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from atelier.world import vocab
-from atelier.world.render import object_boxes, object_coverage, object_masks, render
-from atelier.world.scene import sample_scene
-from atelier.world.stream import WorldStream, make_sample
+from atelier.world.images.render import object_boxes, object_coverage, object_masks, render
+from atelier.world.images.scene import sample_scene
+from atelier.world.images.stream import WorldStream, make_sample
 
 
 def _digest(samples) -> str:

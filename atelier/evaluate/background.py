@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from atelier.evaluate.colour import name
 from atelier.world import vocab
-from atelier.world.render import pattern_mask
+from atelier.world.images.render import pattern_mask
 
 INLIER_DISTANCE = 0.12  # RGB distance (0..1) within which a pixel counts as background
 MIN_INLIERS = 0.5  # below this no model explains the image: nothing can be read

@@ -43,11 +43,11 @@ from atelier.evaluate.detect import read, read_objects, to_float
 from atelier.evaluate.orientation import fit_turned
 from atelier.evaluate.suite import load_image, mean_of_groups, samples_present, score_rows
 from atelier.world import vocab
-from atelier.world.clipevalset import CATEGORIES, ClipPrompt
-from atelier.world.clipevalset import load as load_cases
-from atelier.world.clipquery import ClipQuery, FrameView, track_subject
-from atelier.world.motion import render_clip
-from atelier.world.staging import realize_clip
+from atelier.world.clips.evalset import CATEGORIES, ClipPrompt
+from atelier.world.clips.evalset import load as load_cases
+from atelier.world.clips.motion import render_clip
+from atelier.world.clips.query import ClipQuery, FrameView, track_subject
+from atelier.world.clips.staging import realize_clip
 
 FRAME_PASS = 0.85  # share of frames that must show the static part
 CROP_SIDE = 12
@@ -59,7 +59,7 @@ __all__ = ["load_cases", "write_truth", "score_folder", "summarise", "format_tab
 
 @dataclass(frozen=True)
 class Sighting:
-    """An object as the oracle reads it in one frame (atelier.world.clipquery.Sighting)."""
+    """An object as the oracle reads it in one frame (atelier.world.clips.query.Sighting)."""
 
     shape: str | None
     colour: str | None

@@ -19,10 +19,10 @@ import numpy as np
 
 from atelier.evaluate.clips import ClipResult, sample_seed, score_prompt, summarise, truth_clips
 from atelier.evaluate.validate import _shuffled, blur, jpeg, noise
-from atelier.world.clipevalset import CATEGORIES, ClipPrompt
-from atelier.world.motion import frame_scene
-from atelier.world.render import render
-from atelier.world.staging import realize_clip
+from atelier.world.clips.evalset import CATEGORIES, ClipPrompt
+from atelier.world.clips.motion import frame_scene
+from atelier.world.clips.staging import realize_clip
+from atelier.world.images.render import render
 
 # Per-frame degradations: the image oracle's, with fresh noise in every frame.
 FRAME_DEGRADATIONS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {

@@ -28,9 +28,10 @@ import numpy as np
 
 from atelier.evaluate.detect import Detection, read, to_float
 from atelier.evaluate.suite import IMAGE_SUFFIXES, load_image, mean_of_groups, samples_present, score_rows
-from atelier.world import editset, vocab
-from atelier.world.edits import EditPair
-from atelier.world.editset import CATEGORIES, EditCase
+from atelier.world import vocab
+from atelier.world.edits import evalset as editset
+from atelier.world.edits.evalset import CATEGORIES, EditCase
+from atelier.world.edits.pairs import EditPair
 
 PSNR_CAP = 60.0  # dB; an output identical to the source outside the mask scores this
 KEEP_TOLERANCE = 0.05  # fraction of the width a kept object's read centre may move (3 px at 64)
@@ -318,8 +319,8 @@ def _shuffled(cases: Sequence[EditCase], seed: int = 0) -> dict[str, EditCase]:
 def _fresh(pair: EditPair, rng: random.Random) -> np.ndarray:
     """A new scene drawn for the target's caption, ignoring the source, preferring one whose
     region happens to pass: what a text-to-image model that never looked at the source makes."""
-    from atelier.world.render import render
-    from atelier.world.scene import realize
+    from atelier.world.images.render import render
+    from atelier.world.images.scene import realize
 
     for _ in range(FRESH_TRIES):
         scene = realize(pair.caption_query, rng, size=pair.source.size)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from atelier.evaluate.suite import load_image, sample_paths, sample_seed
-from atelier.world.evalset import EvalPrompt
+from atelier.world.images.evalset import EvalPrompt
 
 # Reference image k of a prompt uses REFERENCE_SEED_BASE + sample_seed(prompt, k): far above any
 # scored seed (prompt id * 1000 + k), so reference and scored draws never coincide.
@@ -118,8 +118,8 @@ def reference_seed(prompt: EvalPrompt, k: int) -> int:
 def reference_images(prompts: Sequence[EvalPrompt], per_prompt: int = REFERENCE_PER_PROMPT,
                      size: int = 64) -> list[np.ndarray]:
     """Truth renders of each prompt, per_prompt of them, at reference seeds."""
-    from atelier.world.render import render
-    from atelier.world.scene import realize
+    from atelier.world.images.render import render
+    from atelier.world.images.scene import realize
 
     if per_prompt < 1:
         raise ValueError(f"per_prompt must be a positive integer, got {per_prompt}")
@@ -131,7 +131,7 @@ def reference_features(size: int = 64, per_prompt: int = REFERENCE_PER_PROMPT,
                        prompts: Sequence[EvalPrompt] | None = None, classifier=None) -> np.ndarray:
     """Features [len(prompts) * per_prompt, D] of the reference: truth renders of the image
     evaluation set (all of it unless `prompts` is given) at reference seeds."""
-    from atelier.world.evalset import load
+    from atelier.world.images.evalset import load
 
     return features(reference_images(load() if prompts is None else prompts, per_prompt, size),
                     resolve_classifier(classifier))

@@ -13,9 +13,9 @@ import numpy as np
 
 from atelier.evaluate.fidelity import features, frechet_distance, reference_features, resolve_classifier
 from atelier.evaluate.validate import DEGRADATIONS, SIMULATED_FAILURES, prompt_scenes, render_scenes
-from atelier.world.evalset import EvalPrompt
-from atelier.world.render import render
-from atelier.world.scene import Background, Scene
+from atelier.world.images.evalset import EvalPrompt
+from atelier.world.images.render import render
+from atelier.world.images.scene import Background, Scene
 
 HEAVY_BLUR_SIGMA = 2.0  # pixels at 64; scaled with the image
 SAMPLE_SIZES = (250, 500, 1000, 2592)

@@ -13,8 +13,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from atelier.world.camera import Camera
-from atelier.world.objects3d import voxel_centres
+from atelier.world.objects.camera import Camera
+from atelier.world.objects.scene import voxel_centres
 
 
 def carve(masks: Sequence[np.ndarray], cameras: Sequence[Camera], resolution: int) -> np.ndarray:

@@ -40,9 +40,11 @@ from atelier.evaluate.suite import IMAGE_SUFFIXES, load_image, mean_of_groups, s
 from atelier.evaluate.suite import format_table as suite_table
 from atelier.evaluate.views import ViewReading, read_view
 from atelier.world import vocab
-from atelier.world.camera import Camera
-from atelier.world.evalobjects import CATEGORIES_3D, SUBSETS_3D, ObjectCase, load
-from atelier.world.objects3d import (
+from atelier.world.images.scene import jitter_colour
+from atelier.world.objects.camera import Camera
+from atelier.world.objects.evalset import CATEGORIES_3D, SUBSETS_3D, ObjectCase, load
+from atelier.world.objects.primitives import SHAPES_3D
+from atelier.world.objects.scene import (
     OCCUPANCY_RESOLUTION,
     Object3D,
     occupancy,
@@ -51,8 +53,6 @@ from atelier.world.objects3d import (
     silhouette,
     stands_out,
 )
-from atelier.world.primitives import SHAPES_3D
-from atelier.world.scene import jitter_colour
 
 MIN_VIEW_SHARE = 0.75
 OCCUPANCY_FILE = "occupancy.npy"

@@ -19,7 +19,7 @@ import numpy as np
 
 from atelier.evaluate.detect import MIN_SHAPE_IOU
 from atelier.world import vocab
-from atelier.world.motion import rotation_period
+from atelier.world.clips.motion import rotation_period
 from atelier.world.shapes import rasterise, shape_frame
 
 BANK_SIDE = 40  # pixels of a bank template

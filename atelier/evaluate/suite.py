@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from atelier.evaluate.detect import read, to_float
-from atelier.world.evalset import CATEGORIES, SUBSETS, EvalPrompt
-from atelier.world.query import Query
+from atelier.world.images.evalset import CATEGORIES, SUBSETS, EvalPrompt
+from atelier.world.images.query import Query
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 BOOTSTRAP_SAMPLES = 1000
@@ -190,7 +190,7 @@ def sample_seed(prompt: EvalPrompt, k: int) -> int:
 
 def truth_images(prompt: EvalPrompt, n: int, size: int = 64) -> list[np.ndarray]:
     """Ground-truth renders of a prompt: the ceiling any generator can reach."""
-    from atelier.world.render import render
-    from atelier.world.scene import realize
+    from atelier.world.images.render import render
+    from atelier.world.images.scene import realize
 
     return [render(realize(prompt.query, random.Random(sample_seed(prompt, k)), size=size)) for k in range(n)]

@@ -13,10 +13,10 @@ import numpy as np
 
 from atelier.evaluate.suite import PromptResult, sample_seed, score_prompt, summarise
 from atelier.world import vocab
-from atelier.world.evalset import CATEGORIES, EvalPrompt
-from atelier.world.query import ObjectQuery, Query
-from atelier.world.render import render
-from atelier.world.scene import Scene, realize, recoloured
+from atelier.world.images.evalset import CATEGORIES, EvalPrompt
+from atelier.world.images.query import ObjectQuery, Query
+from atelier.world.images.render import render
+from atelier.world.images.scene import Scene, realize, recoloured
 
 BLUR_SIGMA = 0.5  # pixels at 64; scaled with the image
 NOISE_STD = 6 / 255

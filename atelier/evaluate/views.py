@@ -21,9 +21,9 @@ from scipy import ndimage
 from atelier.evaluate.background import BackgroundReading, read_background
 from atelier.evaluate.detect import to_float
 from atelier.world import vocab
-from atelier.world.camera import Camera
-from atelier.world.objects3d import AMBIENT, SCALES, Pose, silhouette
-from atelier.world.primitives import SHAPES_3D, primitive
+from atelier.world.objects.camera import Camera
+from atelier.world.objects.primitives import SHAPES_3D, primitive
+from atelier.world.objects.scene import AMBIENT, SCALES, Pose, silhouette
 
 ANALYSIS_SIZE = 64  # views of other sizes are resampled to this before reading
 FOREGROUND_FLOOR = 0.1  # RGB distance (0..1) from the background under which a pixel is background

@@ -78,7 +78,7 @@ def adherence_sweep(pipe, per_category: int, steps_list=STEP_SWEEP, log: Callabl
     """Overall adherence (one image per prompt) on `per_category` prompts of each category, per step count."""
     from atelier.evaluate.suite import sample_seed, score_prompt, summarise
     from atelier.pipeline import GenerationRequest
-    from atelier.world.evalset import CATEGORIES, load
+    from atelier.world.images.evalset import CATEGORIES, load
 
     prompts = [p for category in CATEGORIES for p in [q for q in load() if q.category == category][:per_category]]
     out = {}

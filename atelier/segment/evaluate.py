@@ -1,7 +1,7 @@
 """How well the segmenter finds the subject: IoU of its mask against the world's truth.
 
 Truth is the union of the scene's object masks, each the pixels an object covers at least half
-of (`atelier.world.render.object_masks`, the binarised alpha). The prediction is
+of (`atelier.world.images.render.object_masks`, the binarised alpha). The prediction is
 `subject_mask`, the very call the pipeline makes, so the figures are what an edit gets.
 """
 
@@ -35,7 +35,7 @@ def subject_iou(segmenter: Segmenter, count: int = 500, seed: int = 1, size: int
     seed 1 is another stream and "all" also shows the pairs, counts and relations training never
     saw."""
     from atelier.world.batches import world_batch
-    from atelier.world.render import object_masks
+    from atelier.world.images.render import object_masks
 
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be a positive integer, got {count!r}")

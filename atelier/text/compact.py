@@ -20,7 +20,16 @@ import torch
 
 from atelier.folder import CONFIG, save_folder
 from atelier.text.encoder import COMPACT, KEPT_TOKEN_IDS, TOKENIZER, TextEncoder
-from atelier.world.caption import HELD_OUT, PLURALS, TRAIN, Lexicon, describe, held_out_words, say, train_vocabulary
+from atelier.world.images.caption import (
+    HELD_OUT,
+    PLURALS,
+    TRAIN,
+    Lexicon,
+    describe,
+    held_out_words,
+    say,
+    train_vocabulary,
+)
 from atelier.world.splits import SPLITS
 
 CAPTIONS_PER_SPLIT = 20_000
@@ -42,8 +51,8 @@ class CompactCopy:
 
 def stream_caption(seed: int, index: int, split: str) -> str:
     """`make_sample(seed, index, size=64, split=split).caption` without rendering the image (about 6x faster)."""
-    from atelier.world.scene import sample_scene
-    from atelier.world.stream import scene_rng
+    from atelier.world.images.scene import sample_scene
+    from atelier.world.images.stream import scene_rng
 
     rng = scene_rng(seed, index)
     return say(describe(sample_scene(rng, size=64, split=split), rng), rng)
@@ -54,8 +63,8 @@ def world_texts(captions_per_split: int = CAPTIONS_PER_SPLIT, seed: int = 0) -> 
     caption lexicons, the words of the sentence frames, every evaluation prompt, the captions of the
     glyph world's first GLYPH_ENTITIES entities, and `captions_per_split` stream captions of each split, a
     check that the word lists miss nothing."""
-    from atelier.world import evalset
     from atelier.world.glyphs import CAPTION, invented_names
+    from atelier.world.images import evalset
 
     texts = sorted(train_vocabulary() | held_out_words())
     texts += [phrase for lexicon in (TRAIN, HELD_OUT) for phrase in _phrases(lexicon)]

@@ -18,7 +18,7 @@ from atelier.hardware import hardware
 from atelier.train.wallclock import clock_rate, round_to_fp16
 from atelier.world import vocab
 from atelier.world.batches import AUGMENT_BLUR, AUGMENT_JPEG, AUGMENT_NOISE, AUGMENT_SHARE, augment, world_batch
-from atelier.world.scene import Scene
+from atelier.world.images.scene import Scene
 
 CELL_FACTS = {"shapes": "shape", "colours": "colour", "sizes": "size", "textures": "texture"}  # SceneObject fields
 CELL_COVERAGE = 0.25  # a cell belongs to the object covering at least this share of it
@@ -61,7 +61,7 @@ def cell_targets(scenes: Sequence[Scene], grid: int) -> np.ndarray:
     """Per-cell answers [B, len(CELL_HEADS), grid, grid] (int64): for each cell of a grid x grid
     split of the image, the label index of the object covering most of it (at least
     CELL_COVERAGE), or len(labels) for none."""
-    from atelier.world.render import object_masks
+    from atelier.world.images.render import object_masks
 
     out = np.empty((len(scenes), len(CELL_HEADS), grid, grid), dtype=np.int64)
     for row, scene in enumerate(scenes):

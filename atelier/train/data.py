@@ -17,7 +17,7 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from atelier.world.stream import make_sample
+from atelier.world.images.stream import make_sample
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 log = logging.getLogger(__name__)
@@ -46,11 +46,11 @@ class WorldSource:
         if modality == "image":
             return self[index]
         if modality == "clip":
-            from atelier.world.clipstream import make_clip_sample
+            from atelier.world.clips.stream import make_clip_sample
 
             clip = make_clip_sample(self.seed, index, self.size, self.frames, "train")
             return Example(clip.frames, clip.caption)
-        from atelier.world.objects3d import make_object_sample
+        from atelier.world.objects.scene import make_object_sample
 
         views = make_object_sample(self.seed, index, self.size, self.views, "train")
         return Example(views.views, views.caption, cameras=views.camera_vectors.astype(np.float32))

@@ -28,8 +28,8 @@ from atelier.segment.evaluate import format_iou, subject_iou
 from atelier.segment.model import Segmenter, SegmenterConfig
 from atelier.train.wallclock import clock_rate, round_to_fp16
 from atelier.world.batches import augment, world_batch
-from atelier.world.render import object_masks
-from atelier.world.scene import MAX_SIZE, check_size
+from atelier.world.images.render import object_masks
+from atelier.world.images.scene import MAX_SIZE, check_size
 
 # Sides a step renders at, as multiples of `size`, and how often; a step at a larger side holds
 # proportionally fewer images (batch x (size / side)^2), so every step costs about the same.

@@ -31,7 +31,7 @@ from atelier.tokenizer.autoencoder import Autoencoder
 from atelier.tokenizer.config import TokenizerConfig, preset
 from atelier.tokenizer.loss import psnr_per_image, reconstruction_loss, to_uint8
 from atelier.weights import shipped
-from atelier.world.stream import make_sample
+from atelier.world.images.stream import make_sample
 
 EVAL_SEED = 1_000_003  # held-out images: a seed no training run uses (training refuses it)
 COMPARISON = "comparison.json"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from atelier.world.scene import Scene, sample_scene
-from atelier.world.stream import scene_rng
+from atelier.world.images.scene import Scene, sample_scene
+from atelier.world.images.stream import scene_rng
 
 # augment: the share of images degraded, and the ranges their degradations are drawn from
 AUGMENT_SHARE = 0.5
@@ -21,7 +21,7 @@ def world_batch(seed: int, start: int, count: int, size: int = 64,
     """Samples start..start+count of the world stream (seed, split): images [count, size, size, 3]
     uint8 and their scenes. The scenes are make_sample's, drawn without its caption, which the
     classifier never reads and which costs about ten times the render."""
-    from atelier.world.render import render
+    from atelier.world.images.render import render
 
     scenes = [sample_scene(scene_rng(seed, index), size=size, split=split) for index in range(start, start + count)]
     return np.stack([render(scene) for scene in scenes]), scenes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from atelier.world.stream import make_sample
+from atelier.world.images.stream import make_sample
 
 
 def benchmark(seconds: float = 5.0, size: int = 64, seed: int = 0, warmup: int = 2000) -> dict:

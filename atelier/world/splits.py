@@ -3,7 +3,7 @@
 Three held-out sets, each a fact about a scene rather than about its caption: a training
 scene never contains a held-out colour-shape pair, never holds exactly N objects of a
 held-out (N, shape) combination, and never places shapes in a held-out relation, whether or
-not its caption mentions it. Held-out phrasings (words) live in `atelier.world.caption`.
+not its caption mentions it. Held-out phrasings (words) live in `atelier.world.images.caption`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from atelier.world import vocab
-from atelier.world.query import Observed
+from atelier.world.images.query import Observed
 
 # One pair per shape and per colour: 12 of the 144 colour-shape pairs (8%).
 HELD_OUT_PAIRS: frozenset[tuple[str, str]] = frozenset({

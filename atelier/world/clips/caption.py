@@ -1,4 +1,4 @@
-"""Clip captions: the image grammar's object and background phrases (atelier.world.caption)
+"""Clip captions: the image grammar's object and background phrases (atelier.world.images.caption)
 plus motion phrases with synonyms.
 
 `describe_clip` turns a clip into a ClipQuery that is true of it (always each mover's motion,
@@ -13,11 +13,11 @@ import random
 from dataclasses import replace
 
 from atelier.world import vocab
-from atelier.world.caption import describe, speaker
-from atelier.world.clipquery import ClipQuery, MotionQuery
-from atelier.world.motion import Clip, frame_scene
-from atelier.world.query import BackgroundQuery, ObjectQuery, Query
-from atelier.world.scene import Scene
+from atelier.world.clips.motion import Clip, frame_scene
+from atelier.world.clips.query import ClipQuery, MotionQuery
+from atelier.world.images.caption import describe, speaker
+from atelier.world.images.query import BackgroundQuery, ObjectQuery, Query
+from atelier.world.images.scene import Scene
 
 MOVE_VERBS = ("moves", "drifts", "slides", "glides", "travels")
 DIRECTION_PHRASES: dict[str, tuple[str, ...]] = {

@@ -1,13 +1,13 @@
-"""Captions of 3D objects, in the image world's style (atelier.world.caption): the same colour
+"""Captions of 3D objects, in the image world's style (atelier.world.images.caption): the same colour
 and size words, shape nouns with synonyms, and a few sentence frames. Only training words:
-no word of atelier.world.caption.held_out_words() ever occurs here (a test checks)."""
+no word of atelier.world.images.caption.held_out_words() ever occurs here (a test checks)."""
 
 from __future__ import annotations
 
 import random
 
-from atelier.world.caption import TRAIN, article
-from atelier.world.query3d import Object3DQuery
+from atelier.world.images.caption import TRAIN, article
+from atelier.world.objects.query import Object3DQuery
 
 SHAPE_WORDS: dict[str, tuple[str, ...]] = {
     "sphere": ("sphere", "ball"), "cube": ("cube", "box"), "cylinder": ("cylinder",), "cone": ("cone",),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from atelier.world.edits import KINDS, EditPair, make_edit_pair
-from atelier.world.preview import TILE
+from atelier.world.edits.pairs import KINDS, EditPair, make_edit_pair
+from atelier.world.images.preview import TILE
 
 PAIRS_PER_ROW = 2
 TEXT_LINES = 4

@@ -13,10 +13,10 @@ from functools import cached_property
 
 import numpy as np
 
-from atelier.world.caption import describe, say
-from atelier.world.query import Query
-from atelier.world.render import object_boxes, object_masks, render
-from atelier.world.scene import Scene, check_size, sample_scene
+from atelier.world.images.caption import describe, say
+from atelier.world.images.query import Query
+from atelier.world.images.render import object_boxes, object_masks, render
+from atelier.world.images.scene import Scene, check_size, sample_scene
 from atelier.world.splits import check_split
 
 INDEX_BITS = 40  # a stream holds 2^40 (about 10^12) samples

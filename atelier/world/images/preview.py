@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from atelier.world.stream import WorldStream
+from atelier.world.images.stream import WorldStream
 
 TILE = 192
 CAPTION_LINES = 6

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 
 from atelier.world import vocab
-from atelier.world.query import BackgroundQuery, ObjectQuery, Query, RelationQuery
-from atelier.world.scene import Scene
+from atelier.world.images.query import BackgroundQuery, ObjectQuery, Query, RelationQuery
+from atelier.world.images.scene import Scene
 
 
 @dataclass(frozen=True)

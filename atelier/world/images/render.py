@@ -7,7 +7,7 @@ from functools import lru_cache
 import numpy as np
 
 from atelier.world import vocab
-from atelier.world.scene import Background, Scene, SceneObject
+from atelier.world.images.scene import Background, Scene, SceneObject
 from atelier.world.shapes import sprite
 
 

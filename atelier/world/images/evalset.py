@@ -16,10 +16,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from atelier.world import vocab
-from atelier.world.caption import held_out_words, say, words
+from atelier.world.images.caption import held_out_words, say, words
+from atelier.world.images.query import BackgroundQuery, ObjectQuery, Query, RelationQuery
+from atelier.world.images.scene import realize
 from atelier.world.jsonl import read_jsonl, write_jsonl
-from atelier.world.query import BackgroundQuery, ObjectQuery, Query, RelationQuery
-from atelier.world.scene import realize
 from atelier.world.splits import HELD_OUT_COUNTS, HELD_OUT_PAIRS, HELD_OUT_RELATIONS
 
 CATEGORIES: tuple[str, ...] = (
@@ -37,7 +37,7 @@ COMPOSITION["colour_attribution"]["held_out_pairs"] = 24
 COMPOSITION["counting"]["held_out_combos"] = 20
 COMPOSITION["position"]["held_out_combos"] = 20
 SEED = 2026
-DATA_FILE = Path(__file__).parent / "data" / "eval_images.jsonl"
+DATA_FILE = Path(__file__).parents[1] / "data" / "eval_images.jsonl"
 
 
 @dataclass(frozen=True)

@@ -19,18 +19,18 @@ from functools import lru_cache
 from pathlib import Path
 
 from atelier.world import vocab
-from atelier.world.camera import Camera
-from atelier.world.caption3d import say_object
 from atelier.world.jsonl import read_jsonl, write_jsonl
-from atelier.world.objects3d import HELD_OUT_PAIRS_3D, default_cameras
-from atelier.world.primitives import SHAPES_3D
-from atelier.world.query3d import Object3DQuery
+from atelier.world.objects.camera import Camera
+from atelier.world.objects.caption import say_object
+from atelier.world.objects.primitives import SHAPES_3D
+from atelier.world.objects.query import Object3DQuery
+from atelier.world.objects.scene import HELD_OUT_PAIRS_3D, default_cameras
 
 CATEGORIES_3D: tuple[str, ...] = ("shape", "colour", "colour_shape", "size", "held_out_pairs")
 SUBSETS_3D: tuple[str, ...] = ("seen", "held_out_pairs")
 VIEWS = 4
 SEED = 2027
-DATA_FILE = Path(__file__).parent / "data" / "eval_objects.jsonl"
+DATA_FILE = Path(__file__).parents[1] / "data" / "eval_objects.jsonl"
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ from functools import cached_property
 
 import numpy as np
 
-from atelier.world.clipcaption import describe_clip, say_clip
-from atelier.world.clipquery import ClipQuery
-from atelier.world.motion import DEFAULT_FRAMES, Clip, clip_masks, frame_scenes, render_clip
-from atelier.world.scene import Scene
-from atelier.world.staging import sample_clip
-from atelier.world.stream import INDEX_BITS
+from atelier.world.clips.caption import describe_clip, say_clip
+from atelier.world.clips.motion import DEFAULT_FRAMES, Clip, clip_masks, frame_scenes, render_clip
+from atelier.world.clips.query import ClipQuery
+from atelier.world.clips.staging import sample_clip
+from atelier.world.images.scene import Scene
+from atelier.world.images.stream import INDEX_BITS
 
 
 def clip_rng(seed: int, index: int) -> random.Random:

@@ -1,6 +1,6 @@
 """What a 3D object prompt asserts: its shape, colour and size, any of them left free.
 
-The same semantics as the image world's ObjectQuery (atelier.world.query): attributes the
+The same semantics as the image world's ObjectQuery (atelier.world.images.query): attributes the
 prompt names must be seen, the others are free. One object per prompt, so no counts,
 regions or relations.
 """
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from atelier.world import vocab
-from atelier.world.primitives import SHAPES_3D
+from atelier.world.objects.primitives import SHAPES_3D
 
 
 class SeenObject(Protocol):

@@ -19,7 +19,7 @@ from functools import cache
 import numpy as np
 
 from atelier.world import vocab
-from atelier.world.scene import RGB, Scene, SceneObject
+from atelier.world.images.scene import RGB, Scene, SceneObject
 from atelier.world.shapes import inside, rotation_pad, sprite_window
 
 MOTIONS: tuple[str, ...] = ("move", "bounce", "rotate", "grow", "shrink", "recolour", "appear")
@@ -215,7 +215,7 @@ def frame_scenes(clip: Clip) -> list[Scene]:
 
 def render_clip(clip: Clip) -> np.ndarray:
     """Every frame drawn by the image world's renderer, [frames, size, size, 3] uint8."""
-    from atelier.world.render import render
+    from atelier.world.images.render import render
 
     return np.stack([render(scene) for scene in frame_scenes(clip)])
 
@@ -223,7 +223,7 @@ def render_clip(clip: Clip) -> np.ndarray:
 def clip_masks(clip: Clip) -> list[np.ndarray]:
     """Per-frame object masks, one [n_t, size, size] bool array per frame, in the order of the
     frame's objects (an object not yet appeared has none)."""
-    from atelier.world.render import object_masks
+    from atelier.world.images.render import object_masks
 
     return [object_masks(scene) for scene in frame_scenes(clip)]
 

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from atelier.world.edits import KINDS, EditPair, RegionQuery, make_edit_pair
+from atelier.world.edits.pairs import KINDS, EditPair, RegionQuery, make_edit_pair
 from atelier.world.jsonl import read_jsonl, write_jsonl
 
 CATEGORIES: tuple[str, ...] = KINDS
 CASES_PER_KIND = 24
 SEED = 2026
 SPLIT = "train"
-DATA_FILE = Path(__file__).parent / "data" / "eval_edits.jsonl"
+DATA_FILE = Path(__file__).parents[1] / "data" / "eval_edits.jsonl"
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class EditCase:
         pair = make_edit_pair(self.seed, self.index, size=size, split=SPLIT, kind=self.category)
         if pair.instruction != self.instruction:
             raise ValueError(f"edit case {self.id} no longer matches the world ({pair.instruction!r} != "
-                             f"{self.instruction!r}); rebuild the set with atelier.world.editset.write()")
+                             f"{self.instruction!r}); rebuild the set with atelier.world.edits.evalset.write()")
         return pair
 
     def to_dict(self) -> dict:

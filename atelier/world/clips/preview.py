@@ -1,14 +1,14 @@
 """An animated contact sheet of training clips with their captions, to look at the world in
-motion (the clip counterpart of atelier.world.preview)."""
+motion (the clip counterpart of atelier.world.images.preview)."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
 
-from atelier.world.clipstream import make_clip_sample
-from atelier.world.motion import DEFAULT_FRAMES
-from atelier.world.preview import CHARS_PER_LINE, TILE
+from atelier.world.clips.motion import DEFAULT_FRAMES
+from atelier.world.clips.stream import make_clip_sample
+from atelier.world.images.preview import CHARS_PER_LINE, TILE
 
 COLUMNS = 4
 CAPTION_LINES = 8  # clip captions run longer than scene captions

@@ -17,18 +17,25 @@ from functools import lru_cache
 from pathlib import Path
 
 from atelier.world import vocab
-from atelier.world.clipcaption import say_clip
-from atelier.world.clipquery import ClipQuery, MotionQuery
+from atelier.world.clips.caption import say_clip
+from atelier.world.clips.motion import (
+    BOUNCE_DIRECTIONS,
+    DEFAULT_FRAMES,
+    DIRECTIONS,
+    ROTATING_SHAPES,
+    SPINS,
+    turning_textures,
+)
+from atelier.world.clips.query import ClipQuery, MotionQuery
+from atelier.world.clips.staging import realize_clip
+from atelier.world.images.query import BackgroundQuery, ObjectQuery, Query
 from atelier.world.jsonl import read_jsonl, write_jsonl
-from atelier.world.motion import BOUNCE_DIRECTIONS, DEFAULT_FRAMES, DIRECTIONS, ROTATING_SHAPES, SPINS, turning_textures
-from atelier.world.query import BackgroundQuery, ObjectQuery, Query
 from atelier.world.splits import HELD_OUT_PAIRS
-from atelier.world.staging import realize_clip
 
 CATEGORIES: tuple[str, ...] = ("direction", "bounce", "rotate", "size_change", "colour_change", "appear")
 PROMPTS_PER_CATEGORY = 24
 SEED = 2026
-DATA_FILE = Path(__file__).parent / "data" / "eval_clips.jsonl"
+DATA_FILE = Path(__file__).parents[1] / "data" / "eval_clips.jsonl"
 COMPANION = 0.35  # chance of a still second object
 NAME_BACKGROUND = 0.4
 

@@ -23,10 +23,10 @@ from functools import cached_property
 import numpy as np
 
 from atelier.world import vocab
-from atelier.world.caption import describe, say, speaker
-from atelier.world.query import BackgroundQuery, ObjectQuery, Observed, ObservedBackground, Query
-from atelier.world.render import object_coverage, render
-from atelier.world.scene import (
+from atelier.world.images.caption import describe, say, speaker
+from atelier.world.images.query import BackgroundQuery, ObjectQuery, Observed, ObservedBackground, Query
+from atelier.world.images.render import object_coverage, render
+from atelier.world.images.scene import (
     Scene,
     SceneObject,
     check_size,
@@ -36,8 +36,8 @@ from atelier.world.scene import (
     random_background,
     sample_scene,
 )
+from atelier.world.images.stream import scene_rng
 from atelier.world.splits import allowed_in, check_split
-from atelier.world.stream import scene_rng
 
 KINDS: tuple[str, ...] = ("background", "colour", "shape", "remove", "add")
 # How far an object's edit region reaches past its pixels, as a fraction of the image side

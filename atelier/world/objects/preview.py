@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from atelier.world.camera import Camera
-from atelier.world.objects3d import make_object_sample, render_view
+from atelier.world.objects.camera import Camera
+from atelier.world.objects.scene import make_object_sample, render_view
 
 TILE = 160
 COLUMNS = 4

@@ -8,7 +8,7 @@ subject's group names no colour (its colours are the motion's).
 Relations may link only still groups, whose positions do not change.
 
 Thresholds are fractions of the image width (centres, diameters) and degrees; the world's
-motions exceed them by a wide margin (see atelier.world.staging), so a true clip passes
+motions exceed them by a wide margin (see atelier.world.clips.staging), so a true clip passes
 with room for the oracle's reading errors, and a clip that does the wrong thing does not.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 from atelier.world import vocab
-from atelier.world.motion import (
+from atelier.world.clips.motion import (
     BOUNCE_DIRECTIONS,
     DIRECTIONS,
     MOTIONS,
@@ -30,7 +30,7 @@ from atelier.world.motion import (
     turning_textures,
     unit,
 )
-from atelier.world.query import ObjectQuery, Observed, ObservedBackground, Query
+from atelier.world.images.query import ObjectQuery, Observed, ObservedBackground, Query
 
 MIN_TRAVEL = 0.15  # a move's displacement, first to last frame
 SECTOR = 22.5  # degrees either side of the asked direction: the 45-degree sector

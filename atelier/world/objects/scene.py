@@ -1,6 +1,6 @@
-"""The procedural world in 3D: one solid (atelier.world.primitives) in a world colour, turned
+"""The procedural world in 3D: one solid (atelier.world.objects.primitives) in a world colour, turned
 about the vertical axis and scaled to a size class, on a solid background; its views from
-any camera (atelier.world.camera), its voxel occupancy, and captioned multi-view samples.
+any camera (atelier.world.objects.camera), its voxel occupancy, and captioned multi-view samples.
 
 World coordinates: x and y horizontal, z up, the object's bounding box centred on the
 origin, every object inside the cube [-1, 1]^3 at any turn.
@@ -24,13 +24,13 @@ from typing import Protocol
 import numpy as np
 
 from atelier.world import vocab
-from atelier.world.camera import Camera, orbit
-from atelier.world.caption3d import describe_object, say_object
-from atelier.world.primitives import SHAPES_3D, primitive
-from atelier.world.query3d import Object3DQuery
-from atelier.world.scene import PRIMARY_CONTRAST, Background, check_size, distance_to_segment, jitter_colour
+from atelier.world.images.scene import PRIMARY_CONTRAST, Background, check_size, distance_to_segment, jitter_colour
+from atelier.world.images.stream import scene_rng
+from atelier.world.objects.camera import Camera, orbit
+from atelier.world.objects.caption import describe_object, say_object
+from atelier.world.objects.primitives import SHAPES_3D, primitive
+from atelier.world.objects.query import Object3DQuery
 from atelier.world.splits import check_split
-from atelier.world.stream import scene_rng
 
 # Scale of the unit solid per size class; the world shrinks each object by up to vocab.SIZE_JITTER.
 SCALES: dict[str, float] = {"small": 0.6, "medium": 0.8, "large": 1.0}
@@ -89,7 +89,7 @@ class Object3D:
 
 
 def stands_out(rgb: RGB, background: Background) -> bool:
-    """The contrast rule of atelier.world.scene, over every shade the lighting draws: the
+    """The contrast rule of atelier.world.images.scene, over every shade the lighting draws: the
     segment from the darkest shade to the full colour keeps PRIMARY_CONTRAST from the
     background."""
     dark = tuple(AMBIENT * c for c in rgb)

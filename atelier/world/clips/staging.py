@@ -13,8 +13,7 @@ import random
 from dataclasses import dataclass, replace
 
 from atelier.world import vocab
-from atelier.world.clipquery import ClipQuery
-from atelier.world.motion import (
+from atelier.world.clips.motion import (
     BOUNCE_DIRECTIONS,
     DEFAULT_FRAMES,
     DIRECTIONS,
@@ -31,7 +30,8 @@ from atelier.world.motion import (
     unit,
     window_box,
 )
-from atelier.world.scene import (
+from atelier.world.clips.query import ClipQuery
+from atelier.world.images.scene import (
     Background,
     Scene,
     SceneObject,
@@ -46,7 +46,7 @@ from atelier.world.shapes import sprite_window
 from atelier.world.splits import allowed_in, check_split
 
 # Motion ranges, in fractions of the width, degrees and progress; each clears the prompt's
-# thresholds (atelier.world.clipquery) by a wide margin.
+# thresholds (atelier.world.clips.query) by a wide margin.
 TRAVEL = (0.3, 0.55)  # path length of a move
 BOUNCE_REACH = (0.25, 0.5)  # from the start to the edge
 BOUNCE_TURN = (0.4, 0.6)  # progress at the edge

@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, replace
 
 from atelier.world import vocab
-from atelier.world.query import Query
+from atelier.world.images.query import Query
 from atelier.world.shapes import sprite_window
 from atelier.world.splits import allowed_in, check_split
 
