@@ -15,8 +15,9 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import torch
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 CONFIG = "config.json"
 INDEX = "model.safetensors.index.json"
 MAX_SHARD_BYTES = 15 * 1024 * 1024
+
+
+Config = TypeVar("Config")
 
 
 class FolderError(ValueError):
@@ -76,6 +80,18 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise FolderError(f"{path} has no {CONFIG}; it is not a model folder or was not fully written") from None
     except json.JSONDecodeError as error:
         raise FolderError(f"{path / CONFIG} is corrupt: {error}") from None
+
+
+def config_from_dict(cls: type[Config], data: Any, what: str) -> Config:
+    """`cls(**data)` for the dataclass config `what` read from a config.json or a checkpoint, refusing a
+    field this version does not know (a newer version wrote it, or a typo) rather than dropping it."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a {what} is a JSON object, got {type(data).__name__}")
+    known = {field.name for field in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} fields: {', '.join(unknown)}; this version knows {', '.join(sorted(known))}")
+    return cls(**data)
 
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from atelier.folder import FolderError, check_state_dict, load_tensors, read_config, save_folder
+from atelier.folder import FolderError, check_state_dict, config_from_dict, load_tensors, read_config, save_folder
 from atelier.weights import shipped
 from atelier.world import vocab
 
@@ -109,12 +109,7 @@ class ClassifierConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassifierConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown classifier config fields {unknown}; expected {sorted(known)}")
-        return cls(**data)
-
+        return config_from_dict(cls, data, "classifier config")
 
 def _conv(cin: int, cout: int, stride: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+from atelier.folder import config_from_dict
 
 
 @dataclass(frozen=True)
@@ -67,14 +69,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; this version knows {sorted(known)}")
-        data = dict(data)
-        data["memory_blocks"] = tuple(data.get("memory_blocks", ()))
-        return cls(**data)
-
+        if isinstance(data, dict) and "memory_blocks" in data:      # a JSON list
+            data = {**data, "memory_blocks": tuple(data["memory_blocks"])}
+        return config_from_dict(cls, data, "model config")
 
 PRESETS: dict[str, ModelConfig] = {
     # CPU-sized: trains on a laptop, serves the shipped default model.

@@ -2,7 +2,7 @@
 
 Every task is one operation: predict the rectified-flow velocity of a latent canvas
 [B, F, C, h, w] (F = 1 image, F = T clip frames, F = V views of an object), given text, a
-keep-mask [B, F, 1, h, w] (1 = known) and the known context latents (../shared/DESIGN.md).
+keep-mask [B, F, 1, h, w] (1 = known) and the known context latents (README, The model).
 Blocks follow DiT (Peebles & Xie 2023): adaLN-Zero conditioning, here per frame so each frame
 has its own timestep and camera; attention is joint over text and visual tokens.
 """

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atelier.folder import FolderError, check_state_dict, load_tensors, read_config, save_folder
+from atelier.folder import FolderError, check_state_dict, config_from_dict, load_tensors, read_config, save_folder
 from atelier.weights import shipped
 
 KIND = "segmenter"
@@ -64,12 +64,7 @@ class SegmenterConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SegmenterConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown segmenter config fields {unknown}; expected {sorted(known)}")
-        return cls(**data)
-
+        return config_from_dict(cls, data, "segmenter config")
 
 def _block(cin: int, cout: int, depth: int, groups: int) -> nn.Sequential:
     layers: list[nn.Module] = []

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+from atelier.folder import config_from_dict
 
 ENCODERS = ("cot", "conv")
 DOWNSAMPLES = (4, 8)
@@ -126,14 +128,7 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TokenizerConfig:
-        if not isinstance(data, dict):
-            raise ValueError(f"a tokenizer config is a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown tokenizer config fields: {', '.join(unknown)}")
-        return cls(**data)
-
+        return config_from_dict(cls, data, "tokenizer config")
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0

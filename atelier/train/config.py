@@ -6,13 +6,14 @@ Torch-free, so the CLI validates a command line before importing anything heavy.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from atelier.folder import config_from_dict
 from atelier.weights import shipped
 
 # Each step trains one modality (its global batch shares one canvas shape [B, F, C, h, w]); within
-# it, each sample draws one of the modality's tasks (../shared/DESIGN.md's task table).
+# it, each sample draws one of the modality's tasks (the task table in the README's The model).
 MODALITY_TASKS = {
     "image": ("text_to_image", "edit"),            # F = 1
     "clip": ("text_to_video", "image_to_video"),   # F = frames; image-to-video keeps frame 0
@@ -120,11 +121,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys {unknown}")
-        return cls(**data)
+        return config_from_dict(cls, data, "training config")
 
     def resumable_from(self, saved: TrainConfig) -> list[str]:
         """Fields that must match for a checkpoint of `saved` to continue as this run."""

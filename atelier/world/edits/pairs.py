@@ -1,6 +1,6 @@
 """Edit pairs: a source scene, one edit of it, and the exact truth of that edit.
 
-The model edits by keep-mask conditioning (DESIGN.md): it is shown the pixels outside a region
+The model edits by keep-mask conditioning (README, The model): it is shown the pixels outside a region
 and asked to fill in the region so that the whole image fits a caption. An edit pair gives
 the trainer and the evaluator that situation exactly: `edit_mask` (True = the region the edit
 may change; the `region` argument of atelier.train.masks.keep_mask) covers every pixel that
