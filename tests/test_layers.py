@@ -122,3 +122,66 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path, monkeypatch):
     graph = module_imports()
     assert graph["atelier.low.deep"] == {"atelier.high.top"} and graph["atelier.high.top"] == {"atelier.high.other"}
     assert unit_arrows(graph) == {"low": {"high"}}
+
+
+SQL_BUILDERS = {"select", "update", "delete", "insert", "text"}
+SESSION_CALLS = {"execute", "scalars", "scalar", "get", "add", "add_all", "delete", "query", "merge", "refresh",
+                 "flush"}
+
+
+def sql_in(source: str) -> list[str]:
+    """The SQL a module's code runs itself: calls of sqlalchemy's statement builders (select, update,
+    delete, insert, text; however imported), and calls of a Session's query methods on a name bound
+    to a session (a parameter annotated Session or SessionDep, `with ....session() as name`, or any
+    name `session`). Each as 'line: call'."""
+    tree = ast.parse(source)
+    builders, modules, sessions = set(), set(), {"session"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "sqlalchemy":
+            builders |= {alias.asname or alias.name for alias in node.names if alias.name in SQL_BUILDERS}
+        elif isinstance(node, ast.Import):
+            modules |= {alias.asname or alias.name for alias in node.names if alias.name.split(".")[0] == "sqlalchemy"}
+        elif isinstance(node, ast.arg) and node.annotation is not None:
+            annotation = ast.unparse(node.annotation).strip("'\"")
+            if annotation.rsplit(".", 1)[-1] in ("Session", "SessionDep"):
+                sessions.add(node.arg)
+        elif isinstance(node, ast.withitem) and isinstance(node.optional_vars, ast.Name):
+            call = node.context_expr
+            if isinstance(call, ast.Call) and ast.unparse(call.func).rsplit(".", 1)[-1] in ("session", "sessions",
+                                                                                            "Session"):
+                sessions.add(node.optional_vars.id)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in builders:
+            found.append(f"{node.lineno}: {func.id}(")
+        elif isinstance(func, ast.Attribute):
+            owner = ast.unparse(func.value)
+            if func.attr in SQL_BUILDERS and owner.split(".")[0] in modules:
+                found.append(f"{node.lineno}: {owner}.{func.attr}(")
+            elif func.attr in SESSION_CALLS and isinstance(func.value, ast.Name) and func.value.id in sessions:
+                found.append(f"{node.lineno}: {owner}.{func.attr}(")
+    return sorted(found, key=lambda entry: int(entry.split(":")[0]))
+
+
+def test_routers_hold_no_sql():
+    """The routers call the stores (atelier.server.stores, atelier.server.jobs.store) and services;
+    the queries live there, one data-access style in the server."""
+    routers = sorted((ROOT / "server" / "routers").glob("*.py"))
+    assert len(routers) > 5
+    offending = {path.name: found for path in routers if (found := sql_in(path.read_text()))}
+    assert not offending, f"SQL in routers (move it to a store in atelier/server/stores/): {offending}"
+
+
+def test_the_sql_checker_sees_builders_and_session_calls():
+    assert sql_in("from sqlalchemy import select as pick\ndef f(s):\n    return pick(1)\n") == ["3: pick("]
+    assert sql_in("import sqlalchemy as sa\nq = sa.update(T)\n") == ["2: sa.update("]
+    assert sql_in("from sqlalchemy.dialects.sqlite import insert\nq = insert(T)\n") == ["2: insert("]
+    assert sql_in("def f(db: SessionDep):\n    db.get(T, 1)\n") == ["2: db.get("]
+    assert sql_in("def f(services):\n    with services.db.session() as s:\n        s.add(x)\n") == ["3: s.add("]
+    assert sql_in("def f(session: 'Session'):\n    session.scalars(q)\n") == ["2: session.scalars("]
+    # not SQL: a store's call, a dict's get, storage's delete, a router's decorator
+    assert sql_in("from atelier.server.stores import users\n@router.delete('/x')\ndef f(session, info, storage):\n"
+                  "    users.user_by_id(session, 1)\n    info.get('a')\n    storage.delete('k')\n") == []

@@ -1,5 +1,6 @@
 """Users and API keys: creating, revoking and looking up, shared by the CLI and the server; and the
-studio's accounts: passwords (argon2id) and browser sessions.
+studio's accounts: passwords (argon2id) and browser sessions. The queries are in
+atelier.server.stores.users.
 
 A key is `atl_` and 43 URL-safe characters (256 random bits). It is shown once, when made; the
 database keeps its SHA-256 and its first 12 characters (the prefix) to name it. A session token
@@ -16,10 +17,10 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from atelier.server.models import ApiKey, BrowserSession, User, utcnow
+from atelier.server.models import ApiKey, User, utcnow
+from atelier.server.stores import users
 
 KEY_PREFIX = "atl_"
 PREFIX_LENGTH = 12
@@ -55,12 +56,9 @@ def create_user(session: Session, name: str) -> User:
     name = name.strip()
     if not name or len(name) > 100:
         raise AccountError("a user name must have 1 to 100 characters")
-    if session.scalar(select(User).where(User.name == name)) is not None:
+    if users.user_named(session, name) is not None:
         raise AccountError(f"a user named {name!r} exists already")
-    user = User(name=name)
-    session.add(user)
-    session.flush()
-    return user
+    return users.add_user(session, name)
 
 
 def create_key(session: Session, user_name: str, scope: str = "user",
@@ -68,18 +66,15 @@ def create_key(session: Session, user_name: str, scope: str = "user",
     """A new key for the user: (its row, its text). The text is not stored and cannot be shown again."""
     if scope not in SCOPES:
         raise AccountError(f"unknown scope {scope!r}; choose {' or '.join(SCOPES)}")
-    user = session.scalar(select(User).where(User.name == user_name))
+    user = users.user_named(session, user_name)
     if user is None:
         raise AccountError(f"no user named {user_name!r}; create one with atelier users create {user_name}")
     text = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(user_id=user.id, prefix=text[:PREFIX_LENGTH], hash=hash_key(text), scope=scope, label=label)
-    session.add(key)
-    session.flush()
-    return key, text
+    return users.add_key(session, user.id, text[:PREFIX_LENGTH], hash_key(text), scope, label), text
 
 
 def revoke_key(session: Session, prefix: str) -> ApiKey:
-    key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    key = users.key_with_prefix(session, prefix)
     if key is None:
         raise AccountError(f"no key starts {prefix!r} (give the {PREFIX_LENGTH} characters atelier keys list shows)")
     if key.revoked is None:
@@ -91,30 +86,19 @@ def authenticate(session: Session, text: str) -> Principal | None:
     """The principal of a presented key, or None for an unknown or revoked one (the same answer for both)."""
     if not text.startswith(KEY_PREFIX):
         return None
-    row = session.execute(select(ApiKey, User).join(User, ApiKey.user_id == User.id)
-                          .where(ApiKey.hash == hash_key(text), ApiKey.revoked.is_(None))).first()
+    row = users.live_key_and_user(session, hash_key(text))
     if row is None:
         return None
     key, user = row
     return Principal(key.id, key.prefix, key.scope, user.id, user.name)
 
 
-def has_admin_key(session: Session, user_id: int) -> bool:
-    """Whether the user holds an unrevoked admin key: the studio then shows them Moderation, and
-    their signed-in session may use the admin endpoints."""
-    return session.scalar(select(ApiKey.id).where(ApiKey.user_id == user_id, ApiKey.scope == "admin",
-                                                  ApiKey.revoked.is_(None)).limit(1)) is not None
-
-
 def list_keys(session: Session, user_name: str | None = None) -> list[tuple[ApiKey, str]]:
-    query = select(ApiKey, User.name).join(User, ApiKey.user_id == User.id).order_by(ApiKey.id)
-    if user_name is not None:
-        query = query.where(User.name == user_name)
-    return [(key, name) for key, name in session.execute(query)]
+    return users.keys_with_owners(session, user_name)
 
 
 def list_users(session: Session) -> list[User]:
-    return list(session.scalars(select(User).order_by(User.id)))
+    return users.all_users(session)
 
 
 # --- the studio: passwords and browser sessions -------------------------------------------------
@@ -149,7 +133,7 @@ def sign_up(session: Session, name: str, password: str) -> User:
     """A new user with a password and a studio key (whose text is never shown); AccountError when
     the name or password is refused or the name is taken."""
     check_new_account(name, password)
-    if session.scalar(select(User).where(User.name == name)) is not None:
+    if users.user_named(session, name) is not None:
         raise AccountError(f"The name {name!r} is taken; choose another.")
     user = create_user(session, name)
     user.password_hash = _hasher().hash(password)
@@ -159,7 +143,7 @@ def sign_up(session: Session, name: str, password: str) -> User:
 
 def set_password(session: Session, name: str, password: str) -> User:
     """Give an existing user (e.g. one made with `atelier users create`) a studio password."""
-    user = session.scalar(select(User).where(User.name == name))
+    user = users.user_named(session, name)
     if user is None:
         raise AccountError(f"no user named {name!r}; create one with atelier users create {name}")
     check_new_password(password)
@@ -172,7 +156,7 @@ def check_password(session: Session, name: str, password: str) -> User | None:
     from argon2.exceptions import InvalidHashError, VerificationError
 
     hasher = _hasher()
-    user = session.scalar(select(User).where(User.name == name)) if len(password) <= MAX_PASSWORD else None
+    user = users.user_named(session, name) if len(password) <= MAX_PASSWORD else None
     stored = user.password_hash if user is not None else None
     if stored is None:
         stored, user = _dummy_hash(), None
@@ -187,8 +171,7 @@ def check_password(session: Session, name: str, password: str) -> User | None:
 
 def studio_key(session: Session, user: User) -> ApiKey:
     """The user's studio key, made again if it was revoked (the CLI can revoke any key)."""
-    key = session.scalar(select(ApiKey).where(ApiKey.user_id == user.id, ApiKey.label == STUDIO_LABEL,
-                                              ApiKey.revoked.is_(None)).order_by(ApiKey.id))
+    key = users.live_labelled_key(session, user.id, STUDIO_LABEL)
     return key if key is not None else create_key(session, user.name, "user", STUDIO_LABEL)[0]
 
 
@@ -202,12 +185,10 @@ class SessionInfo:
 def open_session(session: Session, user: User) -> tuple[str, SessionInfo]:
     """A new browser session for the user: (the cookie's token, shown only here; the session)."""
     key = studio_key(session, user)
-    session.query(BrowserSession).filter(BrowserSession.expires <= utcnow()).delete()    # the long expired
+    users.delete_expired_sessions(session, utcnow())    # the long expired
     token, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), utcnow()
-    row = BrowserSession(token_hash=hash_key(token), user_id=user.id, key_id=key.id, csrf=csrf, created=now,
-                         expires=now + dt.timedelta(days=SESSION_DAYS), last_seen=now)
-    session.add(row)
-    session.flush()
+    row = users.add_browser_session(session, hash_key(token), user.id, key.id, csrf, now,
+                                    now + dt.timedelta(days=SESSION_DAYS))
     return token, SessionInfo(Principal(key.id, key.prefix, key.scope, user.id, user.name), csrf, row.expires)
 
 
@@ -217,10 +198,7 @@ def find_session(session: Session, token: str) -> SessionInfo | None:
     if not token or len(token) > 100:
         return None
     now = utcnow()
-    row = session.execute(select(BrowserSession, ApiKey, User).join(ApiKey, BrowserSession.key_id == ApiKey.id)
-                          .join(User, BrowserSession.user_id == User.id)
-                          .where(BrowserSession.token_hash == hash_key(token), BrowserSession.expires > now,
-                                 ApiKey.revoked.is_(None))).first()
+    row = users.live_browser_session(session, hash_key(token), now)
     if row is None:
         return None
     browser, key, user = row
@@ -230,7 +208,7 @@ def find_session(session: Session, token: str) -> SessionInfo | None:
 
 
 def close_session(session: Session, token: str) -> None:
-    session.query(BrowserSession).filter(BrowserSession.token_hash == hash_key(token)).delete()
+    users.delete_browser_session(session, hash_key(token))
 
 
 def csrf_matches(expected: str, given: str | None) -> bool:

@@ -34,10 +34,10 @@ from atelier.server.limits import RateLimiter, RedisRateLimiter
 from atelier.server.logs import LOGGER
 from atelier.server.metrics import Metrics
 from atelier.server.middleware import BodyLimit, JSONBodies, Observe, RateLimitHeaders
+from atelier.server.model_thread import ModelThread
 from atelier.server.routers import assets, community, health, images, jobs, masks, models, studio, usage
-from atelier.server.services import Services
+from atelier.server.state import Services
 from atelier.server.storage import LocalStorage
-from atelier.server.worker import Worker
 
 log = logging.getLogger(LOGGER)
 STUDIO = Path(__file__).resolve().parent / "studio"     # the studio's page, scripts and styles
@@ -50,7 +50,8 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
     services = Services(settings=settings, db=Database(settings.database_url),
                         storage=LocalStorage(settings.data / "assets"),
                         limiter=rate_limiter(settings, settings.rate_limit, settings.rate_window, "requests"),
-                        metrics=metrics, worker=Worker(metrics, settings.threads), secret=settings.signing_secret(),
+                        metrics=metrics, model_thread=ModelThread(metrics, settings.threads),
+                        secret=settings.signing_secret(),
                         changes=Changes(), actions=action_limiters(settings))
 
     @asynccontextmanager
@@ -62,7 +63,7 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
         if pipeline is None:
             from atelier.pipeline import Atelier
 
-            services.pipeline = await services.worker.run(lambda: Atelier.from_pretrained(settings.model))
+            services.pipeline = await services.model_thread.run(lambda: Atelier.from_pretrained(settings.model))
         else:
             services.pipeline = pipeline
         services.changes.bind()
@@ -70,7 +71,7 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
         if settings.redis:
             services.queue = RedisQueue(settings.redis, settings.job_heartbeat)
         else:
-            runner = JobRunner(services.db, services.storage, services.pipeline, services.worker,
+            runner = JobRunner(services.db, services.storage, services.pipeline, services.model_thread,
                                f"serve-{socket.gethostname()}-{os.getpid()}", settings.max_batch,
                                services.changes.notify, settings.batch_wait)
             services.queue = EmbeddedQueue(services.db, runner, capacity=2 * settings.max_batch)
@@ -90,7 +91,7 @@ def create_app(settings: ServerSettings, pipeline: Any = None) -> FastAPI:
                 if requeued:
                     log.warning("put %d running job(s) back in the queue: %s", len(requeued), ", ".join(requeued))
             await webhooks
-            services.worker.close()
+            services.model_thread.close()
             for limiter in (services.limiter, *services.actions.values()):
                 limiter.close()
             services.db.close()

@@ -20,7 +20,7 @@ from atelier.server.accounts import Principal, SessionInfo, authenticate, csrf_m
 from atelier.server.errors import APIError
 from atelier.server.limits import LimiterUnavailable
 from atelier.server.logs import LOGGER
-from atelier.server.services import Services
+from atelier.server.state import Services
 
 log = logging.getLogger(LOGGER)
 bearer = HTTPBearer(auto_error=False, description="an Atelier API key: atelier keys create --user NAME")

@@ -19,12 +19,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import aliased
-
 from atelier.server.db import Database
-from atelier.server.models import Asset, Feedback, Like, User
+from atelier.server.models import Asset
 from atelier.server.storage import Storage
+from atelier.server.stores import community
 
 RULE = ("images: published, not hidden, owner consented; pairs: the feedback of consenting users on images of "
         "consenting owners (keep: the kept image over its job's others; like: a liked published image over an "
@@ -39,10 +37,7 @@ def export(db: Database, storage: Storage, out: Path) -> dict[str, Any]:
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "pairs").mkdir(exist_ok=True)
     with db.session() as session:
-        published = list(session.scalars(
-            select(Asset).join(User, Asset.user_id == User.id)
-            .where(Asset.published.is_not(None), Asset.hidden.is_(False), User.training_consent.is_(True))
-            .order_by(Asset.published, Asset.id)))
+        published = community.published_by_consenting(session)
         pairs = _pairs(session)
     images = 0
     for asset in published:
@@ -69,7 +64,7 @@ def export(db: Database, storage: Storage, out: Path) -> dict[str, Any]:
 
 def _pairs(session) -> list[tuple[str, Asset, Asset, str]]:
     """(prompt, chosen, rejected, signal) for every preference the consent rule lets out."""
-    consenting = set(session.scalars(select(User.id).where(User.training_consent.is_(True))))
+    consenting = community.consenting_user_ids(session)
     pairs, seen = [], set()
 
     def add(chosen: Asset, rejected: Asset, signal: str) -> None:
@@ -77,23 +72,12 @@ def _pairs(session) -> list[tuple[str, Asset, Asset, str]]:
             seen.add((chosen.id, rejected.id))
             pairs.append((chosen.info.get("prompt", ""), chosen, rejected, signal))
 
-    kept = session.execute(select(Feedback, Asset).join(Asset, Feedback.asset_id == Asset.id)
-                           .where(Feedback.kind == "keep", Feedback.user_id.in_(consenting),
-                                  Asset.job_id.is_not(None)).order_by(Feedback.id)).all()
-    for feedback, chosen in kept:
-        kept_ids = set(session.scalars(select(Feedback.asset_id).where(Feedback.user_id == feedback.user_id,
-                                                                       Feedback.kind == "keep")))
-        for rejected in session.scalars(select(Asset).where(Asset.job_id == chosen.job_id,
-                                                            Asset.id.not_in(kept_ids))):
+    for feedback, chosen in community.keeps_by(session, consenting):
+        kept_ids = community.kept_asset_ids(session, feedback.user_id)
+        for rejected in community.job_assets_except(session, chosen.job_id, kept_ids):
             add(chosen, rejected, "keep")
-    sibling = aliased(Asset)
-    liked = session.execute(select(Like, Asset).join(Asset, Like.asset_id == Asset.id)
-                            .where(Like.user_id.in_(consenting), Asset.job_id.is_not(None),
-                                   Asset.published.is_not(None), Asset.hidden.is_(False)).order_by(Like.id)).all()
-    for like, chosen in liked:
-        liked_ids = set(session.scalars(select(Like.asset_id).where(Like.user_id == like.user_id)))
-        for rejected in session.scalars(select(sibling).where(
-                sibling.job_id == chosen.job_id, sibling.id.not_in(liked_ids), sibling.published.is_not(None),
-                sibling.hidden.is_(False))):
+    for like, chosen in community.likes_of_public_job_assets(session, consenting):
+        liked_ids = community.liked_asset_ids(session, like.user_id)
+        for rejected in community.public_job_assets_except(session, chosen.job_id, liked_ids):
             add(chosen, rejected, "like")
     return pairs

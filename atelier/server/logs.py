@@ -2,7 +2,7 @@
 status and duration, never headers or query strings (keys and link signatures live there).
 Python warnings (the pipeline's "the prompt is empty", ...) are log lines too, with the request
 id of the request that raised them: the model worker records them around each job
-(atelier.server.worker), and `configure` routes any other warning of the process here."""
+(atelier.server.model_thread), and `configure` routes any other warning of the process here."""
 
 from __future__ import annotations
 

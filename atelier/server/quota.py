@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.orm import Session
 
 from atelier.server.errors import APIError
-from atelier.server.models import Usage
+from atelier.server.stores import usage
 
 
 def today() -> dt.date:
@@ -21,12 +19,8 @@ def reserve(session: Session, key_id: int, n: int, quota: int) -> dt.date:
     """Count one request and its `n` images against the key's quota for today (UTC), atomically;
     the day they were counted on (to give them back), or a 429 when the quota would be passed."""
     day = today()
-    session.execute(insert(Usage).values(key_id=key_id, day=day, requests=0, images=0).on_conflict_do_nothing())
-    granted = session.execute(
-        update(Usage).where(Usage.key_id == key_id, Usage.day == day, Usage.images + n <= quota)
-        .values(images=Usage.images + n, requests=Usage.requests + 1)).rowcount
-    if not granted:
-        used = session.scalar(select(Usage.images).where(Usage.key_id == key_id, Usage.day == day))
+    if not usage.take_images(session, key_id, day, n, quota):
+        used = usage.images_made(session, key_id, day)
         midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
         wait = max(1, int((midnight - dt.datetime.now(dt.UTC)).total_seconds()))
         raise APIError(429, f"This key's daily quota of {quota} images is used up ({used} made today, {n} asked "
@@ -37,5 +31,4 @@ def reserve(session: Session, key_id: int, n: int, quota: int) -> dt.date:
 
 def refund(session: Session, key_id: int | None, day: dt.date | None, n: int) -> None:
     if key_id is not None and day is not None and n:
-        session.execute(update(Usage).where(Usage.key_id == key_id, Usage.day == day)
-                        .values(images=Usage.images - n))
+        usage.give_back_images(session, key_id, day, n)

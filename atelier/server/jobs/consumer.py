@@ -17,8 +17,8 @@ from atelier.server.config import ServerSettings
 from atelier.server.db import Database
 from atelier.server.logs import LOGGER
 from atelier.server.metrics import Metrics
+from atelier.server.model_thread import ModelThread
 from atelier.server.storage import LocalStorage
-from atelier.server.worker import Worker
 
 log = logging.getLogger(LOGGER)
 
@@ -38,15 +38,15 @@ async def _work(settings: ServerSettings, name: str) -> None:
     from atelier.server.jobs.queues import Changes, RedisQueue, serve_worker
     from atelier.server.jobs.runner import JobRunner
     from atelier.server.limits import RateLimiter
-    from atelier.server.services import Services
+    from atelier.server.state import Services
 
     torch.set_num_threads(settings.threads)
     db = Database(settings.database_url)
     await asyncio.to_thread(db.migrate)
-    model = Worker(Metrics(), settings.threads)
+    model = ModelThread(Metrics(), settings.threads)
     pipeline = await model.run(lambda: Atelier.from_pretrained(settings.model))
     services = Services(settings=settings, db=db, storage=LocalStorage(settings.data / "assets"),
-                        limiter=RateLimiter(1, 1.0), metrics=model.metrics, worker=model,
+                        limiter=RateLimiter(1, 1.0), metrics=model.metrics, model_thread=model,
                         secret=settings.signing_secret(), changes=Changes(), pipeline=pipeline)
     queue = RedisQueue(settings.redis, settings.job_heartbeat)
     runner = JobRunner(db, services.storage, pipeline, model, name, settings.max_batch,

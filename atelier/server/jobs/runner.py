@@ -29,9 +29,9 @@ from atelier.server.db import Database
 from atelier.server.jobs import store
 from atelier.server.jobs.tasks import TASKS
 from atelier.server.logs import JOB_ID, LOGGER, REQUEST_ID
+from atelier.server.model_thread import ModelThread
 from atelier.server.models import Job
 from atelier.server.storage import Storage
-from atelier.server.worker import Worker
 
 log = logging.getLogger(LOGGER)
 PROGRESS_EVERY = 0.2     # seconds between progress writes of a batch
@@ -49,7 +49,7 @@ class _Waiting:
 
 
 class JobRunner:
-    def __init__(self, db: Database, storage: Storage, pipeline: Any, model: Worker, worker_id: str,
+    def __init__(self, db: Database, storage: Storage, pipeline: Any, model: ModelThread, worker_id: str,
                  max_batch: int = 8, on_change: Callable[[], None] = lambda: None, batch_wait: float = 0.25):
         self.db, self.storage, self.pipeline, self.model = db, storage, pipeline, model
         self.worker_id, self.max_batch, self.on_change, self.batch_wait = worker_id, max_batch, on_change, batch_wait

@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from atelier.pipeline.inputs import ImageInputError
@@ -21,10 +20,11 @@ from atelier.server.errors import APIError, describe_validation
 from atelier.server.jobs import store
 from atelier.server.jobs.tasks import FILES, IMAGE_FIELDS, TASKS, open_inputs, store_images
 from atelier.server.logs import LOGGER, REQUEST_ID
-from atelier.server.models import Asset, Job, unix_seconds
+from atelier.server.models import Job, unix_seconds
 from atelier.server.quota import reserve
-from atelier.server.services import Services
 from atelier.server.signing import sign
+from atelier.server.state import Services
+from atelier.server.stores import assets
 
 log = logging.getLogger(LOGGER)
 POLL = 0.25          # seconds between reads of a job another process runs
@@ -104,11 +104,8 @@ def _write(services: Services, principal: Principal, job_id: str, task: str, sho
     try:
         with services.db.session() as session:
             day = reserve(session, principal.key_id, images, services.settings.daily_quota)
-            job = Job(id=job_id, user_id=principal.user_id, key_id=principal.key_id, task=task, input=shown,
-                      status=store.QUEUED, progress=0.0, attempts=0, images=images, quota_day=day,
-                      idempotency_key=idempotency_key, request_hash=request_hash, webhook_url=webhook_url,
-                      webhook_attempts=0, request_id=REQUEST_ID.get())
-            session.add(job)
+            job = store.add_queued(session, job_id, principal.user_id, principal.key_id, task, shown, images, day,
+                                   idempotency_key, request_hash, webhook_url, REQUEST_ID.get())
     except IntegrityError:     # the same key sent twice at once: the other request made the job
         with services.db.session() as session:
             earlier = _by_idempotency_key(session, principal.user_id, idempotency_key, request_hash)
@@ -128,7 +125,7 @@ async def enqueue(services: Services, job_id: str) -> None:
 
 
 def _by_idempotency_key(session, user_id: int, key: str, request_hash: str) -> Job | None:
-    job = session.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
+    job = store.job_by_idempotency_key(session, user_id, key)
     if job is not None and job.request_hash != request_hash:
         raise APIError(409, f"the Idempotency-Key '{key}' was used for a different request (job {job.id}); use "
                             f"a new key for a new request", "Idempotency-Key", "idempotency_key_reused")
@@ -137,7 +134,7 @@ def _by_idempotency_key(session, user_id: int, key: str, request_hash: str) -> J
 
 def read_asset(services: Services, principal: Principal, asset_id: str) -> bytes:
     with services.db.session() as session:
-        asset = session.get(Asset, asset_id)
+        asset = assets.asset_by_id(session, asset_id)
         if asset is None or asset.user_id != principal.user_id:
             raise ImageInputError(f"no asset {asset_id} of yours")
         path = asset.path
@@ -147,7 +144,7 @@ def read_asset(services: Services, principal: Principal, asset_id: str) -> bytes
 def get(services: Services, job_id: str, user_id: int) -> Job:
     """The user's job, or the same 404 for another user's job as for none."""
     with services.db.session() as session:
-        job = session.get(Job, job_id)
+        job = store.job_by_id(session, job_id)
     if job is None or job.user_id != user_id:
         raise APIError(404, f"No job {job_id}", "job_id", "not_found")
     return job

@@ -4,7 +4,11 @@ Every change is one conditional UPDATE, so any number of API servers and workers
 table: a job is started only from queued (or from running when its worker died and the queue
 delivers it again), and finished only while running, so a job canceled while it runs stays
 canceled whatever its batch does later. `attempts` counts starts: a job whose worker died twice
-is failed with a message instead of being started a third time."""
+is failed with a message instead of being started a third time. The webhook columns change the
+same way (atelier.server.jobs.webhooks claims and records each delivery here).
+
+Functions taking a `Database` open a transaction of their own; those taking a `Session` run in the
+caller's (atelier.server.stores says the same of the other tables)."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from atelier.server.db import Database
 from atelier.server.models import Asset, Job, utcnow
 from atelier.server.quota import refund
 from atelier.server.storage import Storage
+from atelier.server.stores.paging import newest_first
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 FINAL = (SUCCEEDED, FAILED, CANCELED)
@@ -35,6 +40,34 @@ def new_id(prefix: str) -> str:
 def asset_path(user_id: int, asset_id: str) -> str:
     """Where a job's image is kept in storage."""
     return f"{user_id}/{asset_id}.png"
+
+
+def add_queued(session: Session, job_id: str, user_id: int, key_id: int, task: str, given: dict[str, Any],
+               images: int, quota_day: dt.date, idempotency_key: str | None, request_hash: str,
+               webhook_url: str | None, request_id: str | None) -> Job:
+    """A new queued job row (written when the caller's transaction commits)."""
+    job = Job(id=job_id, user_id=user_id, key_id=key_id, task=task, input=given, status=QUEUED, progress=0.0,
+              attempts=0, images=images, quota_day=quota_day, idempotency_key=idempotency_key,
+              request_hash=request_hash, webhook_url=webhook_url, webhook_attempts=0, request_id=request_id)
+    session.add(job)
+    return job
+
+
+def job_by_id(session: Session, job_id: str) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def job_by_idempotency_key(session: Session, user_id: int, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
+
+
+def user_jobs(session: Session, user_id: int, status: str | None, before: str | None, limit: int) -> list[Job]:
+    """Up to limit + 1 of the user's jobs (those with `status` if given), newest first, after the
+    job `before` (a cursor: a 400 when it names none of theirs)."""
+    query = select(Job).where(Job.user_id == user_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    return newest_first(session, query, Job, user_id, before, limit, "job")
 
 
 def start(db: Database, job_id: str, worker: str) -> Job | None:
@@ -155,3 +188,30 @@ def stale(db: Database, older_than: dt.timedelta) -> list[str]:
         return list(session.scalars(select(Job.id).where(Job.status == QUEUED,
                                                          Job.created < utcnow() - older_than)
                                     .order_by(Job.created).limit(1000)))
+
+
+# --- webhook deliveries (atelier.server.jobs.webhooks) ------------------------------------------
+
+
+def due_webhooks(session: Session, now: dt.datetime, limit: int) -> list[tuple[str, dt.datetime]]:
+    """(job id, webhook_next) of up to `limit` pending deliveries due by `now`, the longest due first."""
+    return [(job_id, due) for job_id, due in session.execute(
+        select(Job.id, Job.webhook_next)
+        .where(Job.webhook_status == "pending", Job.webhook_next <= now)
+        .order_by(Job.webhook_next).limit(limit)).all()]
+
+
+def claim_webhook(session: Session, job_id: str, seen: dt.datetime, lease: dt.datetime) -> bool:
+    """Hold the job's pending delivery until `lease`, provided it is still due at `seen` (no other
+    sender claimed it since); whether this caller holds it."""
+    return session.execute(
+        update(Job).where(Job.id == job_id, Job.webhook_status == "pending", Job.webhook_next == seen)
+        .values(webhook_next=lease).execution_options(synchronize_session=False)).rowcount == 1
+
+
+def record_webhook(session: Session, job_id: str, lease: dt.datetime, attempt: int, values: dict[str, Any]) -> bool:
+    """Write a delivery attempt's outcome (`values`: webhook columns), provided the claim that ends
+    at `lease` is still held; whether it was written."""
+    return bool(session.execute(
+        update(Job).where(Job.id == job_id, Job.webhook_status == "pending", Job.webhook_next == lease)
+        .values(webhook_attempts=attempt, **values).execution_options(synchronize_session=False)).rowcount)

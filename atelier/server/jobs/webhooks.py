@@ -30,9 +30,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, update
-
 from atelier.server.db import Database
+from atelier.server.jobs import store
 from atelier.server.logs import LOGGER
 from atelier.server.models import Job, unix_seconds, utcnow
 
@@ -146,10 +145,7 @@ class WebhookSender:
         """Make one attempt for each of up to `limit` deliveries that are due; the number made.
         A receiver's failure is recorded in its job's row, never raised."""
         with self.db.session() as session:
-            due = session.execute(
-                select(Job.id, Job.webhook_next)
-                .where(Job.webhook_status == "pending", Job.webhook_next <= self.clock())
-                .order_by(Job.webhook_next).limit(limit)).all()
+            due = store.due_webhooks(session, self.clock(), limit)
         return sum(self._attempt(job_id, seen) for job_id, seen in due)
 
     async def run(self, stop: asyncio.Event, interval: float = 0.5) -> None:
@@ -170,12 +166,9 @@ class WebhookSender:
         record the outcome; False when another sender had it."""
         lease = self.clock() + dt.timedelta(seconds=self.timeout + LEASE_MARGIN)
         with self.db.session() as session:
-            claimed = session.execute(
-                update(Job).where(Job.id == job_id, Job.webhook_status == "pending", Job.webhook_next == seen)
-                .values(webhook_next=lease).execution_options(synchronize_session=False)).rowcount == 1
-            if not claimed:
+            if not store.claim_webhook(session, job_id, seen, lease):
                 return False
-            job = session.get(Job, job_id)
+            job = store.job_by_id(session, job_id)
             url, user_id, attempt = job.webhook_url, job.user_id, job.webhook_attempts + 1
             body = json.dumps(self._payload(job), separators=(",", ":")).encode()
         error = self._send(job_id, url, user_id, body)
@@ -214,9 +207,7 @@ class WebhookSender:
             delay = min(self.base_delay * 2 ** (attempt - 1), MAX_DELAY)
             values = {"webhook_next": self.clock() + dt.timedelta(seconds=delay), "webhook_error": error}
         with self.db.session() as session:
-            recorded = session.execute(
-                update(Job).where(Job.id == job_id, Job.webhook_status == "pending", Job.webhook_next == lease)
-                .values(webhook_attempts=attempt, **values).execution_options(synchronize_session=False)).rowcount
+            recorded = store.record_webhook(session, job_id, lease, attempt, values)
         if not recorded:
             log.warning("webhook of job %s: the claim expired before the attempt ended; its outcome is dropped", job_id)
         elif error is None:

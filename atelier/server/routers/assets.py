@@ -16,16 +16,15 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from sqlalchemy import func, select
 
 from atelier.server.deps import Credentials, PrincipalDep, ServicesDep, SessionDep, identify
 from atelier.server.errors import APIError
 from atelier.server.jobs.service import asset_url, base_url
 from atelier.server.logs import LOGGER
-from atelier.server.models import Asset, Feedback, unix_seconds
-from atelier.server.paging import newest_first
+from atelier.server.models import unix_seconds
 from atelier.server.schemas import ERRORS, AssetList
 from atelier.server.signing import signature_matches
+from atelier.server.stores import assets, community
 
 router = APIRouter(prefix="/v1/assets", tags=["assets"])
 NOT_FOUND = "No such asset"
@@ -39,22 +38,13 @@ def list_assets(request: Request, principal: PrincipalDep, services: ServicesDep
                 before: Annotated[str | None, Query(max_length=40, description="an asset id: list older ones")] = None,
                 ) -> dict[str, Any]:
     """The caller's user's images, newest first; `q` keeps those whose prompt contains it."""
-    query = select(Asset).where(Asset.user_id == principal.user_id)
-    if q:
-        query = query.where(prompt_contains(q))
-    rows = newest_first(session, query, Asset, principal.user_id, before, limit, "image")
+    rows = assets.user_assets(session, principal.user_id, q, before, limit)
     base = base_url(request, services)
     return {"object": "list", "has_more": len(rows) > limit, "data": [
         {"id": asset.id, "object": "asset", "created": unix_seconds(asset.created),
          "kind": asset.kind, "url": asset_url(services, base, asset.id), "metadata": asset.info,
          "published": asset.published is not None, "hidden": asset.hidden}
         for asset in rows[:limit]]}
-
-
-def prompt_contains(text: str):
-    """A case-insensitive substring test on the prompt in an asset's metadata (LIKE, its wildcards escaped)."""
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return func.lower(Asset.info["prompt"].as_string()).like(f"%{escaped}%", escape="\\")
 
 
 @router.get("/{asset_id}", response_class=Response, responses={
@@ -94,14 +84,14 @@ async def get_asset(asset_id: Annotated[str, PathParam(max_length=40)], request:
 
 def _record_download(services, user_id: int, asset_id: str) -> None:
     with services.db.session() as session:
-        session.add(Feedback(user_id=user_id, asset_id=asset_id, kind="download"))
+        community.record_feedback(session, user_id, asset_id, "download")
 
 
 def _find(services, asset_id: str, owner: int | None) -> tuple[str, dict[str, Any], int]:
     """The asset's storage key, metadata and owner, or the 404 of an asset that does not exist or is
     not the owner's."""
     with services.db.session() as session:
-        asset = session.get(Asset, asset_id)
+        asset = assets.asset_by_id(session, asset_id)
         if asset is None or (owner is not None and asset.user_id != owner):
             raise APIError(404, NOT_FOUND, code="not_found")
         return asset.path, asset.info or {}, asset.user_id

@@ -13,17 +13,16 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from pydantic import Field
-from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from atelier.server.accounts import Principal, has_admin_key
+from atelier.server.accounts import Principal
 from atelier.server.deps import PrincipalDep, ServicesDep, SessionDep
 from atelier.server.errors import APIError
 from atelier.server.jobs.service import asset_url, base_url
-from atelier.server.models import Asset, Feedback, Job, Like, Report, User, unix_seconds, utcnow
-from atelier.server.routers.assets import prompt_contains
+from atelier.server.models import Asset, unix_seconds, utcnow
 from atelier.server.schemas import ERRORS, Strict
-from atelier.server.services import Services
+from atelier.server.state import Services
+from atelier.server.stores import assets, community, users
 
 router = APIRouter(prefix="/v1", tags=["community"])
 AssetId = Annotated[str, PathParam(max_length=40)]
@@ -66,36 +65,26 @@ def item(asset: Asset, owner: str, services: Services, base: str, liked: bool | 
 
 
 def _own(session: Session, asset_id: str, principal: Principal) -> Asset:
-    asset = session.get(Asset, asset_id)
+    asset = assets.asset_by_id(session, asset_id)
     if asset is None or asset.user_id != principal.user_id:
         raise APIError(404, NOT_FOUND, "asset_id", "not_found")
     return asset
 
 
 def _public(session: Session, asset_id: str) -> tuple[Asset, str]:
-    row = session.execute(select(Asset, User.name).join(User, Asset.user_id == User.id)
-                          .where(Asset.id == asset_id, Asset.published.is_not(None), Asset.hidden.is_(False))).first()
+    row = community.public_asset(session, asset_id)
     if row is None:
         raise APIError(404, NOT_FOUND, "asset_id", "not_found")
-    return row[0], row[1]
+    return row
 
 
-def _liked(session: Session, user_id: int, asset_ids: list[str]) -> set[str]:
-    return set(session.scalars(select(Like.asset_id).where(Like.user_id == user_id, Like.asset_id.in_(asset_ids))))
-
-
-def _public_items(session: Session, services: Services, request: Request, principal: Principal, query,
-                  limit: int, offset: int) -> dict[str, Any]:
-    rows = session.execute(query.offset(offset).limit(limit + 1)).all()
-    liked = _liked(session, principal.user_id, [asset.id for asset, _ in rows])
+def _public_items(session: Session, services: Services, request: Request, principal: Principal,
+                  rows: list[tuple[Asset, str]], limit: int) -> dict[str, Any]:
+    """A page of public items from up to limit + 1 (asset, owner) rows, each saying whether the caller likes it."""
+    liked = community.liked_among(session, principal.user_id, [asset.id for asset, _ in rows])
     base = base_url(request, services)
     return {"object": "list", "data": [item(asset, owner, services, base, asset.id in liked)
                                        for asset, owner in rows[:limit]], "has_more": len(rows) > limit}
-
-
-def _visible():
-    return (select(Asset, User.name).join(User, Asset.user_id == User.id)
-            .where(Asset.published.is_not(None), Asset.hidden.is_(False)))
 
 
 # --- publishing and feedback on one's own images ----------------------------------------------
@@ -129,11 +118,8 @@ def keep(asset_id: AssetId, principal: PrincipalDep, session: SessionDep) -> dic
     side in preference pairs (atelier feedback export, with your consent). One choice per job: a
     later keep replaces an earlier one, so changing your mind leaves exactly the last choice."""
     asset = _own(session, asset_id, principal)
-    others = [] if asset.job_id is None else list(session.scalars(
-        select(Asset.id).where(Asset.job_id == asset.job_id, Asset.id != asset.id)))
-    session.execute(delete(Feedback).where(Feedback.user_id == principal.user_id, Feedback.kind == "keep",
-                                           Feedback.asset_id.in_([asset.id, *others])))
-    session.add(Feedback(user_id=principal.user_id, asset_id=asset.id, kind="keep"))
+    others = assets.job_siblings(session, asset)
+    community.record_keep(session, principal.user_id, asset.id, others)
     return {"kept": asset.id, "others": others}
 
 
@@ -145,40 +131,32 @@ def gallery(request: Request, principal: PrincipalDep, services: ServicesDep, se
             sort: Literal["new", "likes"] = "new", limit: Annotated[int, Query(ge=1, le=100)] = 24,
             offset: Annotated[int, Query(ge=0, le=100_000)] = 0) -> dict[str, Any]:
     """Published images, newest or most liked first, optionally those whose prompt has `q`."""
-    query = _visible()
-    if q:
-        query = query.where(prompt_contains(q))
-    order = (Asset.published.desc(),) if sort == "new" else (Asset.likes.desc(), Asset.published.desc())
-    return _public_items(session, services, request, principal, query.order_by(*order, Asset.id), limit, offset)
+    rows = community.gallery_page(session, q, sort, limit, offset)
+    return _public_items(session, services, request, principal, rows, limit)
 
 
 @router.get("/gallery/{asset_id}", responses=ERRORS)
 def gallery_item(asset_id: AssetId, request: Request, principal: PrincipalDep, services: ServicesDep,
                  session: SessionDep) -> dict[str, Any]:
     asset, owner = _public(session, asset_id)
-    return item(asset, owner, services, base_url(request, services), asset.id in _liked(session, principal.user_id,
-                                                                                       [asset.id]))
+    return item(asset, owner, services, base_url(request, services),
+                asset.id in community.liked_among(session, principal.user_id, [asset.id]))
 
 
 @router.post("/gallery/{asset_id}/like", responses=ERRORS)
 def like(asset_id: AssetId, principal: PrincipalDep, services: ServicesDep, session: SessionDep) -> dict[str, Any]:
     asset, _ = _public(session, asset_id)
-    if not _liked(session, principal.user_id, [asset.id]):
+    if not community.liked_among(session, principal.user_id, [asset.id]):
         _limit(services, "like", principal)
-        session.add(Like(user_id=principal.user_id, asset_id=asset.id))
-        session.execute(update(Asset).where(Asset.id == asset.id).values(likes=Asset.likes + 1))
-    session.refresh(asset)
-    return {"id": asset.id, "likes": asset.likes, "liked": True}
+        community.add_like(session, principal.user_id, asset.id)
+    return {"id": asset.id, "likes": community.current_likes(session, asset), "liked": True}
 
 
 @router.delete("/gallery/{asset_id}/like", responses=ERRORS)
 def unlike(asset_id: AssetId, principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
     asset, _ = _public(session, asset_id)
-    removed = session.execute(delete(Like).where(Like.user_id == principal.user_id, Like.asset_id == asset.id))
-    if removed.rowcount:
-        session.execute(update(Asset).where(Asset.id == asset.id).values(likes=Asset.likes - 1))
-    session.refresh(asset)
-    return {"id": asset.id, "likes": asset.likes, "liked": False}
+    community.remove_like(session, principal.user_id, asset.id)
+    return {"id": asset.id, "likes": community.current_likes(session, asset), "liked": False}
 
 
 @router.get("/gallery/{asset_id}/remix", responses=ERRORS)
@@ -198,10 +176,9 @@ def report(asset_id: AssetId, body: ReportBody, principal: PrincipalDep, service
            session: SessionDep) -> dict[str, Any]:
     """Tell the moderators an image should not be shown. One open report per person and image."""
     asset, _ = _public(session, asset_id)
-    existing = session.scalar(select(Report).where(Report.user_id == principal.user_id, Report.asset_id == asset.id))
-    if existing is None:
+    if community.report_of(session, principal.user_id, asset.id) is None:
         _limit(services, "report", principal)
-        session.add(Report(user_id=principal.user_id, asset_id=asset.id, reason=body.reason))
+        community.add_report(session, principal.user_id, asset.id, body.reason)
     return {"id": asset.id, "reported": True}
 
 
@@ -210,16 +187,14 @@ def profile(name: Annotated[str, PathParam(max_length=100)], request: Request, p
             services: ServicesDep, session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 24,
             offset: Annotated[int, Query(ge=0, le=100_000)] = 0) -> dict[str, Any]:
     """A user's public page: their published images, newest first, and the likes they received."""
-    user = session.scalar(select(User).where(User.name == name))
+    user = users.user_named(session, name)
     if user is None:
         raise APIError(404, f"No user named {name}", "name", "not_found")
-    visible = _visible().where(Asset.user_id == user.id)
-    shown = visible.subquery()
-    counts = session.execute(select(func.count(), func.coalesce(func.sum(shown.c.likes), 0))).one()
-    page = _public_items(session, services, request, principal, visible.order_by(Asset.published.desc(), Asset.id),
-                         limit, offset)
-    return {"object": "profile", "name": user.name, "joined": unix_seconds(user.created), "published": counts[0],
-            "likes": int(counts[1]), "items": page["data"], "has_more": page["has_more"]}
+    published, likes = community.profile_counts(session, user.id)
+    rows = community.profile_page(session, user.id, limit, offset)
+    page = _public_items(session, services, request, principal, rows, limit)
+    return {"object": "profile", "name": user.name, "joined": unix_seconds(user.created), "published": published,
+            "likes": likes, "items": page["data"], "has_more": page["has_more"]}
 
 
 # --- moderation ---------------------------------------------------------------------------------
@@ -230,7 +205,7 @@ def _admin(principal: Principal, session: Session, request: Request) -> None:
     if principal.scope == "admin":
         return
     signed_in = getattr(request.state, "browser_session", None) is not None
-    if not (signed_in and has_admin_key(session, principal.user_id)):
+    if not (signed_in and users.has_admin_key(session, principal.user_id)):
         raise APIError(403, "This needs an admin key (atelier keys create --user NAME --scope admin), or the "
                             "studio signed in as its user.",
                        code="admin_only")
@@ -241,15 +216,10 @@ def open_reports(request: Request, principal: PrincipalDep, services: ServicesDe
                  limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
     """Reported images not yet decided, most reported first, with every reason given."""
     _admin(principal, session, request)
-    rows = session.execute(select(Report.asset_id, func.count(), func.min(Report.created))
-                           .where(Report.resolved.is_(None)).group_by(Report.asset_id)
-                           .order_by(func.count().desc(), func.min(Report.created)).limit(limit)).all()
     base, data = base_url(request, services), []
-    for asset_id, count, _ in rows:
-        asset, owner = session.execute(select(Asset, User.name).join(User, Asset.user_id == User.id)
-                                       .where(Asset.id == asset_id)).one()
-        reasons = list(session.scalars(select(Report.reason).where(Report.asset_id == asset_id,
-                                                                    Report.resolved.is_(None))))
+    for asset_id, count, _ in community.most_reported(session, limit):
+        asset, owner = community.asset_with_owner(session, asset_id)
+        reasons = community.open_reasons(session, asset_id)
         data.append(item(asset, owner, services, base) | {"reports": count, "reasons": reasons,
                                                           "hidden": asset.hidden})
     return {"object": "list", "data": data}
@@ -260,12 +230,11 @@ def hide(asset_id: AssetId, body: HideBody, request: Request, principal: Princip
          session: SessionDep) -> dict[str, Any]:
     """Hide an image from every public list (or show it again), and close its open reports."""
     _admin(principal, session, request)
-    asset = session.get(Asset, asset_id)
+    asset = assets.asset_by_id(session, asset_id)
     if asset is None:
         raise APIError(404, NOT_FOUND, "asset_id", "not_found")
     asset.hidden = body.hidden
-    session.execute(update(Report).where(Report.asset_id == asset_id, Report.resolved.is_(None))
-                    .values(resolved=utcnow()))
+    community.close_reports(session, asset_id)
     return {"id": asset.id, "hidden": asset.hidden}
 
 
@@ -273,7 +242,7 @@ def hide(asset_id: AssetId, body: HideBody, request: Request, principal: Princip
 
 @router.get("/account", responses=ERRORS)
 def account(principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
-    user = session.get(User, principal.user_id)
+    user = users.user_by_id(session, principal.user_id)
     return {"object": "account", "name": user.name, "joined": unix_seconds(user.created),
             "training_consent": user.training_consent}
 
@@ -281,7 +250,7 @@ def account(principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
 @router.patch("/account", responses=ERRORS)
 def update_account(body: AccountBody, principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
     """Choose whether your published images and your feedback may be used to train models."""
-    user = session.get(User, principal.user_id)
+    user = users.user_by_id(session, principal.user_id)
     user.training_consent = body.training_consent
     return {"object": "account", "name": user.name, "joined": unix_seconds(user.created),
             "training_consent": user.training_consent}
@@ -294,21 +263,8 @@ def delete_account(body: DeleteAccountBody, principal: PrincipalDep, services: S
         raise APIError(400, f"to delete the account, send confirm: \"{principal.user_name}\"", "confirm",
                        "confirmation_mismatch")
     with services.db.session() as session:
-        files = delete_user(session, principal.user_id)
+        files = users.delete_user(session, principal.user_id)
     for key in files:          # after the commit: a failed deletion leaves files, never rows without them
         services.storage.delete(key)
     return {"deleted": principal.user_name, "images": sum(1 for key in files if not key.startswith("inputs/"))}
 
-
-def delete_user(session: Session, user_id: int) -> list[str]:
-    """Delete the user and all that is theirs (the database cascades to keys, usage, assets, jobs,
-    likes, reports and feedback); the storage keys of their files, to delete once the transaction
-    has committed. Likes they gave are taken off the counts first."""
-    files = list(session.scalars(select(Asset.path).where(Asset.user_id == user_id)))
-    for job_input in session.scalars(select(Job.input).where(Job.user_id == user_id)):
-        files.extend(job_input.get("files", {}).values())
-    liked = list(session.scalars(select(Like.asset_id).where(Like.user_id == user_id)))
-    if liked:
-        session.execute(update(Asset).where(Asset.id.in_(liked)).values(likes=Asset.likes - 1))
-    session.execute(delete(User).where(User.id == user_id))
-    return files

@@ -29,7 +29,7 @@ from atelier.server.errors import APIError, describe_validation
 from atelier.server.jobs import service, store
 from atelier.server.jobs.tasks import edit_region
 from atelier.server.schemas import ERRORS, EditForm, GenerationBody, ImageData, ImagesResponse, VariationForm
-from atelier.server.services import Services
+from atelier.server.state import Services
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 

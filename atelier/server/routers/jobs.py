@@ -16,7 +16,6 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
 from atelier.server.deps import PrincipalDep, ServicesDep
@@ -25,7 +24,6 @@ from atelier.server.jobs import service, store
 from atelier.server.jobs.tasks import JobBody
 from atelier.server.jobs.webhooks import check_url, webhook_secret
 from atelier.server.models import Job
-from atelier.server.paging import newest_first
 from atelier.server.schemas import ERRORS
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -81,10 +79,7 @@ def list_jobs(request: Request, principal: PrincipalDep, services: ServicesDep,
               ) -> dict[str, Any]:
     """The caller's user's jobs, newest first."""
     with services.db.session() as session:
-        query = select(Job).where(Job.user_id == principal.user_id)
-        if status is not None:
-            query = query.where(Job.status == status)
-        jobs = newest_first(session, query, Job, principal.user_id, before, limit, "job")
+        jobs = store.user_jobs(session, principal.user_id, status, before, limit)
     base = service.base_url(request, services)
     return {"object": "list", "data": [service.render(job, services, base) for job in jobs[:limit]],
             "has_more": len(jobs) > limit}

@@ -47,7 +47,7 @@ async def automatic_mask(body: MaskBody, principal: PrincipalDep, services: Serv
         raise APIError(400, str(error), "image", "invalid_image") from None
     pipe = services.pipeline
     try:
-        found = await services.worker.run(lambda: pipe.automatic_region(picture, body.kind, body.which))
+        found = await services.model_thread.run(lambda: pipe.automatic_region(picture, body.kind, body.which))
     except NoSubjectError:
         raise APIError(400, "No subject was found in this image, so there is no automatic mask. Paint the area "
                             "to replace with the brush instead.", "image", "no_subject") from None

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from atelier.server.deps import PrincipalDep, ServicesDep
 from atelier.server.errors import APIError
 from atelier.server.schemas import ERRORS, ModelCard, ModelList
-from atelier.server.services import Services
+from atelier.server.state import Services
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -13,15 +13,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import Field
-from sqlalchemy import select
 
 from atelier.server import accounts
 from atelier.server.accounts import AccountError, SessionInfo
 from atelier.server.deps import SESSION_COOKIE, ServicesDep, browser_session, identify
 from atelier.server.errors import APIError
 from atelier.server.limits import LimiterUnavailable
-from atelier.server.models import ApiKey, BrowserSession, unix_seconds
+from atelier.server.models import ApiKey, unix_seconds
 from atelier.server.schemas import ERRORS, Strict
+from atelier.server.stores import users
 
 router = APIRouter(prefix="/studio/api", tags=["studio"])
 WRONG = "Wrong user name or password."
@@ -48,7 +48,7 @@ def _session_body(found: SessionInfo, services) -> dict[str, Any]:
     """Who is signed in, their CSRF token, and `admin`: whether they hold an unrevoked admin key (the
     studio then shows Moderation, and the session may use the admin endpoints)."""
     with services.db.session() as session:
-        admin = accounts.has_admin_key(session, found.principal.user_id)
+        admin = users.has_admin_key(session, found.principal.user_id)
     return {"object": "session", "user": {"id": found.principal.user_id, "name": found.principal.user_name},
             "csrf_token": found.csrf, "expires": unix_seconds(found.expires),
             "admin": admin}
@@ -138,7 +138,7 @@ def _key_card(key: ApiKey) -> dict[str, Any]:
 def list_keys(found: SignedIn, services: ServicesDep) -> dict[str, Any]:
     """Your API keys (prefixes only: a key's text is shown once, when it is made)."""
     with services.db.session() as session:
-        keys = session.scalars(select(ApiKey).where(ApiKey.user_id == found.principal.user_id).order_by(ApiKey.id))
+        keys = users.user_keys(session, found.principal.user_id)
         return {"object": "list", "data": [_key_card(key) for key in keys]}
 
 
@@ -154,12 +154,10 @@ def create_key(found: SignedIn, services: ServicesDep) -> dict[str, Any]:
 def revoke_key(prefix: str, found: SignedIn, services: ServicesDep) -> dict[str, Any]:
     """Revoke one of your keys by its prefix; it stops working at once."""
     with services.db.session() as session:
-        key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix[:20],
-                                                  ApiKey.user_id == found.principal.user_id))
+        key = users.user_key_with_prefix(session, found.principal.user_id, prefix[:20])
         if key is None:
             raise APIError(404, f"You have no key starting {prefix[:20]!r}.", "prefix", "not_found")
-        in_use = session.scalar(select(BrowserSession.id).where(BrowserSession.key_id == key.id).limit(1))
-        if key.label == accounts.STUDIO_LABEL and in_use is not None:
+        if key.label == accounts.STUDIO_LABEL and users.key_has_sessions(session, key.id):
             raise APIError(400, "This is the key the studio itself signs in with; sign out to end its sessions "
                                 "instead.", "prefix", "studio_key")
         accounts.revoke_key(session, key.prefix)

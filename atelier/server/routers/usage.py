@@ -6,12 +6,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 
 from atelier.server.deps import PrincipalDep, SessionDep
 from atelier.server.errors import APIError
-from atelier.server.models import ApiKey, Usage, User
 from atelier.server.schemas import ERRORS, UsageList
+from atelier.server.stores.usage import usage_rows
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
 
@@ -22,11 +21,7 @@ def usage(principal: PrincipalDep, session: SessionDep,
           days: Annotated[int, Query(ge=1, le=366)] = 30) -> dict[str, Any]:
     if everyone and principal.scope != "admin":
         raise APIError(403, "all=true needs a key with the admin scope", "all", "insufficient_scope")
-    query = (select(Usage, ApiKey.prefix, User.name).join(ApiKey, Usage.key_id == ApiKey.id)
-             .join(User, ApiKey.user_id == User.id).order_by(Usage.day.desc(), ApiKey.prefix))
-    if not everyone:
-        query = query.where(ApiKey.user_id == principal.user_id)
-    rows = session.execute(query).all()
+    rows = usage_rows(session, None if everyone else principal.user_id)
     newest = sorted({row.day for row, _, _ in rows}, reverse=True)[:days]
     return {"object": "list", "data": [
         {"day": row.day.isoformat(), "key": prefix, "user": name, "requests": row.requests, "images": row.images}

@@ -18,7 +18,7 @@ from atelier.server.metrics import Metrics
 T = TypeVar("T")
 
 
-class Worker:
+class ModelThread:
     def __init__(self, metrics: Metrics, threads: int | None = None):
         self.metrics, self.threads = metrics, threads
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-model",

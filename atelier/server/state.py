@@ -1,6 +1,6 @@
-"""`Services`: what the routers need (settings, database, storage, limiter, metrics, the model and
-its worker thread, the job queue), made by the app factory and kept on app.state, so nothing lives
-in module globals."""
+"""The app's state: `Services`, what the routers need (settings, database, storage, limiter,
+metrics, the model and its model thread, the job queue), made by the app factory and kept on
+app.state, so nothing lives in module globals."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from atelier.server.db import Database
 from atelier.server.jobs.queues import Changes, Queue
 from atelier.server.limits import RateLimiter, RedisRateLimiter
 from atelier.server.metrics import Metrics
+from atelier.server.model_thread import ModelThread
 from atelier.server.storage import Storage
-from atelier.server.worker import Worker
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Services:
     storage: Storage
     limiter: RateLimiter | RedisRateLimiter
     metrics: Metrics
-    worker: Worker
+    model_thread: ModelThread
     secret: bytes = field(repr=False)
     changes: Changes
     # limits of their own: publish, like, report (per user an hour), login and signup (per address)
