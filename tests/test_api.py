@@ -305,6 +305,7 @@ def test_a_chunked_body_over_the_limit_is_a_413_and_one_under_it_is_read(limited
     assert status == 200 and len(json.loads(body)["data"]) == 1
 
 
+@pytest.mark.slow
 def test_the_rate_limit_answers_429_with_retry_after_and_the_client_waits_it_out(limited):
     key = limited.add_user("hasty")
     eager, patient = client(limited, key, retries=0), client(limited, key, retries=2)
@@ -424,6 +425,8 @@ def test_pipeline_warnings_are_json_log_lines_of_their_request(server, keys, cap
                and entry["message"].startswith("the prompt is empty") for entry in entries)
 
 
+@pytest.mark.slow
+@pytest.mark.processes
 def test_atelier_serve_loads_the_model_and_answers(folder, tmp_path, capsys):
     """The command itself: the lifespan loads --model, the data folder is made, logs are JSON lines,
     the pipeline's warnings included."""

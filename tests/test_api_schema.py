@@ -31,6 +31,7 @@ def live(pipe, tmp_path_factory):
     server.stop()
 
 
+@pytest.mark.slow
 def test_no_server_errors_and_no_answers_outside_the_schema(live):
     server, key = live
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")

@@ -11,6 +11,7 @@ from atelier.cli import main
 from atelier.world.images import evalset
 
 
+@pytest.mark.slow
 def test_preview_writes_a_contact_sheet(tmp_path):
     main(["world", "preview", "-o", str(tmp_path), "-n", "6"])
     sheet = Image.open(tmp_path / "world_preview.png")
@@ -34,6 +35,7 @@ def test_sample_writes_images_captions_and_truth(tmp_path):
         main(["world", "sample", "-o", str(tmp_path), "-n", "3"])
 
 
+@pytest.mark.slow
 def test_eval_generates_and_scores_the_suite(tmp_path, capsys):
     samples = tmp_path / "samples"
     main(["eval", "--suite", "images", "--model", "world", "-n", "1", str(samples)])

@@ -274,6 +274,7 @@ def table():
     return suite.validate(_small_cases(), per_case=1)
 
 
+@pytest.mark.slow
 def test_truth_passes_and_mild_degradation_survives(table):
     rows = table["conditions"]
     assert rows["truth"]["overall"] >= 0.95
@@ -281,18 +282,21 @@ def test_truth_passes_and_mild_degradation_survives(table):
         assert rows[name]["overall"] >= 0.90, name
 
 
+@pytest.mark.slow
 def test_noise_and_shuffled_prompts_fail(table):
     rows = table["conditions"]
     assert rows["uniform noise"]["overall"] <= 0.05
     assert rows["shuffled prompts"]["overall"] <= 0.2
 
 
+@pytest.mark.slow
 def test_a_frozen_clip_fails_motion_and_does_not_flicker(table):
     row = table["conditions"]["frozen"]
     assert row["motion"] <= 0.05 and row["overall"] <= 0.05
     assert row["flicker"] == 1.0
 
 
+@pytest.mark.slow
 def test_reversed_time_fails_every_directed_motion(table):
     categories = table["conditions"]["reversed"]["categories"]
     for name in ("direction", "rotate", "size_change", "colour_change", "appear"):
@@ -300,12 +304,14 @@ def test_reversed_time_fails_every_directed_motion(table):
     assert categories["bounce"]["score"] >= 0.95, "a bounce reversed is a bounce off the same edge"
 
 
+@pytest.mark.slow
 def test_frames_shuffled_in_time_fail_paths_and_flicker(table):
     rows = table["conditions"]
     assert rows["frames shuffled"]["motion"] <= 0.1
     assert rows["frames shuffled"]["flicker"] < rows["truth"]["flicker"]
 
 
+@pytest.mark.slow
 def test_redrawn_frames_lose_consistency_and_flicker(table):
     rows = table["conditions"]
     assert rows["redrawn"]["subject_consistency"] < rows["truth"]["subject_consistency"] - 0.15

@@ -128,6 +128,7 @@ def test_publishing_and_liking_have_rate_limits(pipe, tmp_path_factory):
         live.stop()
 
 
+@pytest.mark.slow
 def test_consent_decides_the_export_and_the_trainer_reads_it(server, keys, tmp_path):
     kept, passed_over = make(server, keys["alice"], "a navy cross", seed=21)
     chosen, rejected = make(server, keys["alice"], "a lime crescent", seed=31)

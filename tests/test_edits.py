@@ -131,6 +131,7 @@ def table(cases):
     return suite.validate(cases, per_case=1)
 
 
+@pytest.mark.slow
 def test_validation_bars(table):
     rows = table["conditions"]
     assert rows["truth"]["overall"] >= 0.95

@@ -128,6 +128,7 @@ def test_folder_fidelity_reads_the_suite_layout(tmp_path, shipped):
         folder_fidelity(tmp_path, load()[100:102], classifier=shipped)
 
 
+@pytest.mark.slow
 def test_tiny_training_writes_a_loadable_folder(tmp_path):
     out = tmp_path / "classifier"
     record = train_classifier(out, minutes=0.1, batch=32, threads=1, holdout=32, log=lambda line: None,

@@ -29,6 +29,8 @@ from atelier.server.models import Feedback
 from tests.api_server import start_server
 from tests.test_studio_browser import PASSWORD, _expect
 
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
 PROMPT = "a violet star above a grey ring"
 SEED = 5
 LIKES_AN_HOUR = 2

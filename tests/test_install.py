@@ -36,6 +36,8 @@ def run(installed: Path, cwd: Path, *arguments: str) -> subprocess.CompletedProc
                           timeout=600)
 
 
+@pytest.mark.slow
+@pytest.mark.processes
 def test_the_installed_package_finds_its_weights_and_generates(installed, tmp_path):
     where = run(installed, tmp_path, "-c", "import atelier, atelier.pipeline as p; print(atelier.__file__); "
                                            "print(p.DEFAULT_MODEL)")

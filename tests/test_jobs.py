@@ -131,6 +131,7 @@ def test_prefer_wait_answers_with_the_finished_job(server, keys):
     assert status == 200 and again["id"] == job["id"]
 
 
+@pytest.mark.slow
 def test_a_short_wait_answers_202_with_the_job_as_it_is(server, keys, slow):
     status, _, job = call(server, keys["alice"], "POST", "/v1/jobs",
                           {"task": "text_to_image", "input": {"prompt": PROMPT, "steps": 100}},

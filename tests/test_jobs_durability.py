@@ -17,10 +17,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from atelier.server.accounts import create_key, create_user
 from atelier.server.db import Database
 from atelier.server.jobs import store
 from atelier.server.models import Job
+
+pytestmark = [pytest.mark.slow, pytest.mark.processes]
 
 LONG = 1000        # sampling steps of a job that runs for seconds with the tiny test model
 

@@ -118,6 +118,7 @@ def keep_threads():
     torch.set_num_threads(threads)  # the benchmark sets its own
 
 
+@pytest.mark.slow
 def test_a_short_run_then_a_longer_budget_joins_it_as_another_world(bench, tmp_path, keep_threads):
     """End to end at toy size: both variants trained, sampled and scored, the memory's reads counted;
     then the same K at another budget is added to that report, and --reuse scores finished runs again."""

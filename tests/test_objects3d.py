@@ -171,6 +171,7 @@ def table():
     return suite.validate(evalobjects.load()[::14], per_case=1)
 
 
+@pytest.mark.slow
 def test_validation_bars(table):
     rows = table["conditions"]
     assert rows["truth"]["overall"] >= 0.95
@@ -181,6 +182,7 @@ def test_validation_bars(table):
     assert rows["truth"]["occupancy_iou"] >= 0.55 and rows["truth"]["consistency"] == 1.0
 
 
+@pytest.mark.slow
 def test_simulated_failures_fail_exactly_their_categories(table):
     rows = table["conditions"]
     truth = rows["truth"]["categories"]

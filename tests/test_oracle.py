@@ -22,23 +22,28 @@ def table():
     return validate(evalset.load(), images_per_prompt=1)
 
 
+@pytest.mark.slow
 def test_truth_scores_at_least_098(table):
     assert table["conditions"]["truth"]["overall"] >= 0.98
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("condition", ["blur", "noise", "jpeg", "blur+noise+jpeg"])
 def test_mildly_degraded_truth_scores_at_least_095(table, condition):
     assert table["conditions"][condition]["overall"] >= 0.95
 
 
+@pytest.mark.slow
 def test_uniform_noise_scores_at_most_002(table):
     assert table["conditions"]["uniform noise"]["overall"] <= 0.02
 
 
+@pytest.mark.slow
 def test_prompts_shuffled_within_category_score_at_most_005(table):
     assert table["conditions"]["shuffled prompts"]["overall"] <= 0.05
 
 
+@pytest.mark.slow
 def test_recolouring_k_percent_lowers_colour_score_by_about_k(table):
     for fraction in RECOLOUR_FRACTIONS:
         drop = table["recolour"][f"{round(fraction * 100)}%"]["drop"]
@@ -53,6 +58,7 @@ WEAKNESSES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weakness", sorted(WEAKNESSES))
 def test_a_weak_generator_fails_exactly_its_categories(table, weakness):
     truth = table["conditions"]["truth"]["categories"]
@@ -63,11 +69,13 @@ def test_a_weak_generator_fails_exactly_its_categories(table, weakness):
             assert row["score"] >= truth[category]["score"] - 0.02, (weakness, category)
 
 
+@pytest.mark.slow
 def test_every_category_reads_truth(table):
     for name, row in table["conditions"]["truth"]["categories"].items():
         assert row["score"] >= 0.95, name
 
 
+@pytest.mark.slow
 def test_reading_matches_scene_truth_object_by_object():
     misses = 0
     total = 0
@@ -190,6 +198,7 @@ def test_image_formats_are_read_or_refused_plainly(tmp_path):
         load_image(tmp_path / "broken.png")
 
 
+@pytest.mark.slow
 def test_validation_runs_on_part_of_the_set():
     part = [p for p in evalset.load() if p.category in ("counting", "texture")][::6]
     table = validate(part, images_per_prompt=1)

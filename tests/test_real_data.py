@@ -130,6 +130,7 @@ def test_a_folder_of_photos_with_captions(tmp_path, caplog):
     assert captions == set(PHOTOS.values()) and "truncated.jpg" in caplog.text
 
 
+@pytest.mark.slow
 def test_training_runs_on_photo_shards(shards, tmp_path):
     import torch
 

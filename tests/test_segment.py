@@ -160,6 +160,7 @@ def test_shipped_segmenter_finds_subjects_and_objects(shipped):
     assert iou(np.zeros((3, 3), bool), np.zeros((3, 3), bool)) == 1.0
 
 
+@pytest.mark.slow
 def test_tiny_training_writes_a_loadable_folder(tmp_path):
     out = tmp_path / "segmenter"
     record = train_segmenter(out, minutes=0.05, batch=8, holdout=8, config=SegmenterConfig(widths=(4, 8)))
@@ -174,6 +175,7 @@ def test_tiny_training_writes_a_loadable_folder(tmp_path):
         train_segmenter(out, minutes=0)
 
 
+@pytest.mark.slow
 def test_the_command_trains_and_records_itself(tmp_path, capsys):
     from atelier.cli import main
 

@@ -17,6 +17,8 @@ from atelier.pipeline.metadata import read_info
 from atelier.server.config import ServerSettings
 from tests.api_server import start_server
 
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
 PROMPT = "a red star above two blue circles"
 PASSWORD = "a long enough password"
 

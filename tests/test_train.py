@@ -175,6 +175,7 @@ def test_steps_mix_modalities_and_clips_and_views_get_their_tasks(tokenizer_fold
         assert task in ("text_to_3d", "image_to_3d") and bool(keep[0].all()) == (task == "image_to_3d")
 
 
+@pytest.mark.slow
 def test_training_writes_logs_samples_checkpoints_and_a_model(tokenizer_folder, tmp_path):
     from atelier.bundle import read_index
     from atelier.model.transformer import SpaceTimeTransformer
@@ -194,6 +195,8 @@ def test_training_writes_logs_samples_checkpoints_and_a_model(tokenizer_folder, 
         output / "model" / "tokenizer").config.latent_channels
 
 
+@pytest.mark.slow
+@pytest.mark.processes
 def test_a_killed_run_resumes_with_the_same_losses(tokenizer_folder, tmp_path):
     steps = ["--steps", str(STEPS)]
     subprocess.run(command(tmp_path / "whole", tokenizer_folder, *steps), check=True, cwd=ROOT, capture_output=True)
@@ -214,6 +217,7 @@ def test_a_killed_run_resumes_with_the_same_losses(tokenizer_folder, tmp_path):
     assert losses(interrupted) == losses(tmp_path / "whole")
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_are_refused(tokenizer_folder, tmp_path):
     output = tmp_path / "run"
     subprocess.run(command(output, tokenizer_folder, "--steps", "4"), check=True, cwd=ROOT, capture_output=True)
@@ -230,6 +234,7 @@ def test_bad_checkpoints_are_refused(tokenizer_folder, tmp_path):
     assert unknown.returncode != 0 and "unknown model preset 'giant'" in unknown.stderr
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_a_model_folder(tokenizer_folder, folder, tmp_path):
     from atelier.bundle import read_index
 
@@ -255,6 +260,8 @@ def test_fine_tuning_starts_from_a_model_folder(tokenizer_folder, folder, tmp_pa
     assert other_shape.returncode != 0 and "is not a 'tiny' model" in other_shape.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.processes
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_processes_match_one(tokenizer_folder, tmp_path, parallel):
     """torchrun with 2 CPU processes (gloo) on the same global batch ends at the same weights."""
@@ -274,6 +281,7 @@ def test_two_processes_match_one(tokenizer_folder, tmp_path, parallel):
     shutil.rmtree(tmp_path)
 
 
+@pytest.mark.slow
 def test_folder_training_caches_latents_and_captions(tokenizer_folder, tmp_path):
     from safetensors.torch import load_file
 
@@ -301,6 +309,7 @@ def test_folder_training_caches_latents_and_captions(tokenizer_folder, tmp_path)
     assert len(captions) == 3 and make_sample(4, 2).caption in captions
 
 
+@pytest.mark.slow
 def test_bench_counts_flops_and_compares_with_diffusers():
     pytest.importorskip("diffusers", reason="diffusers is the benchmark's peer (installed by setup.sh --dev)")
     from atelier.model.config import preset
@@ -313,6 +322,7 @@ def test_bench_counts_flops_and_compares_with_diffusers():
     assert 2.5 < ours.flops_per_image / forward < 3.5, "a training step costs about three forward passes"
 
 
+@pytest.mark.slow
 def test_bench_train_writes_its_figures_as_json(tmp_path, capsys):
     pytest.importorskip("diffusers", reason="diffusers is the benchmark's peer (installed by setup.sh --dev)")
     from atelier.cli import main
