@@ -495,12 +495,12 @@ def _verify(args: argparse.Namespace) -> None:
 
 def _bench(args: argparse.Namespace) -> None:
     if args.target == "generate":
-        from atelier.pipeline.bench import benchmark
+        from atelier.bench.generate import benchmark
 
         _write_json(args.json, benchmark(args.model, threads=args.threads, per_category=args.per_category,
                                          log=lambda line: print(line, flush=True)))
     if args.target == "train":
-        from atelier.train.bench import benchmark
+        from atelier.bench.train import benchmark
 
         results = benchmark(args.preset, args.batch, latent=args.latent, precision=args.precision,
                             seconds=args.seconds, compile_model=args.compile, threads=args.threads,
@@ -509,13 +509,13 @@ def _bench(args: argparse.Namespace) -> None:
                                 "precision": args.precision, "compile": args.compile,
                                 "results": [result.as_dict() for result in results]})
     if args.target == "serve":
-        from atelier.server.bench import benchmark
+        from atelier.bench.serve import benchmark
 
         _write_json(args.json, benchmark(args.model, threads=args.threads, seconds=args.seconds,
                                          load_seconds=args.load_seconds, with_load=args.load,
                                          log=lambda line: print(line, flush=True)))
     if args.target == "world":
-        from atelier.world.bench import benchmark
+        from atelier.bench.world import benchmark
 
         result = benchmark(seconds=args.seconds, size=args.size)
         print(f"world stream, {result['size']}px, one thread: {result['scenes_per_second']:,.0f} scenes/s "

@@ -13,7 +13,7 @@ FLOORS = {
     "world": 1, "flow": 1, "folder": 1, "weights": 1, "hardware": 1,
     "evaluate": 2, "text": 2, "tokenizer": 2, "model": 2, "segment": 2, "bundle": 2,
     "train": 3, "pipeline": 3,
-    "server": 4,
+    "server": 4, "bench": 4,
     "cli": 5, "__main__": 5,
 }
 

@@ -1,7 +1,5 @@
 """The memory-capacity benchmark: its scoring on fake models, its report, and one end-to-end run at toy size."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("memory_capacity", ROOT / "bench" / "memory_capacity.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    from atelier.bench import memory_capacity
+
+    return memory_capacity
 
 
 @pytest.fixture(scope="module")

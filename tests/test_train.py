@@ -312,9 +312,9 @@ def test_folder_training_caches_latents_and_captions(tokenizer_folder, tmp_path)
 @pytest.mark.slow
 def test_bench_counts_flops_and_compares_with_diffusers():
     pytest.importorskip("diffusers", reason="diffusers is the benchmark's peer (installed by setup.sh --dev)")
+    from atelier.bench.train import benchmark
     from atelier.model.config import preset
     from atelier.model.info import model_info
-    from atelier.train.bench import benchmark
 
     ours, theirs = benchmark("tiny", batch=2, latent=8, seconds=0.2, warmup=0, threads=1, log=lambda line: None)
     assert theirs.name == "diffusers DiT" and theirs.images_per_second > 0 and 0 < ours.mfu < 1

@@ -33,7 +33,7 @@ from atelier.world.images.caption import (
 from atelier.world.splits import SPLITS
 
 CAPTIONS_PER_SPLIT = 20_000
-# The glyph world's first entities (seed 0), so the memory benchmark (bench/memory_capacity.py) runs on
+# The glyph world's first entities (seed 0), so the memory benchmark (atelier/bench/memory_capacity.py) runs on
 # the compact copy too, as on a GPU machine without the package: 1,633 more token rows, 1.2 MiB.
 GLYPH_ENTITIES = 4096
 SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "[UNK]")

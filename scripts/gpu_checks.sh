@@ -3,13 +3,13 @@
 # compiled, each next to diffusers' DiT of the same shape) and the memory-capacity table at K = 256 and
 # 1,024 with minutes of GPU training per model instead of the CPU pilot's.
 #
-#   bench/gpu_checks.sh prepare     here, once: the compact text encoder and the wheels the GPU machine
+#   scripts/gpu_checks.sh prepare     here, once: the compact text encoder and the wheels the GPU machine
 #                                   lacks (diffusers), into .carry/ (ignored by git)
-#   bench/gpu_checks.sh run bench   there, as the device tool's command with carry [".carry"] and
-#   bench/gpu_checks.sh run memory  timeout_s 600: each part fits one command (about 5 minutes each on
+#   scripts/gpu_checks.sh run bench   there, as the device tool's command with carry [".carry"] and
+#   scripts/gpu_checks.sh run memory  timeout_s 600: each part fits one command (about 5 minutes each on
 #                                   an H100, so about 11 with the start: inside one 15-minute budget);
 #                                   figures, logs and eval sheets go to $OUT (default runs/gpu-checks)
-#   SMOKE=1 PYTHON=.venv/bin/python bench/gpu_checks.sh run bench memory
+#   SMOKE=1 PYTHON=.venv/bin/python scripts/gpu_checks.sh run bench memory
 #                                   here, the same steps at toy sizes on the CPU, before spending device time
 #
 # Each stage has its own time limit, so a stage that hangs or fails is reported and the next one runs.
@@ -70,7 +70,7 @@ run() {
                 stage bench-compiled 300 "${bench[@]}" --compile --json "$out/bench-compiled.json" ;;
             memory)
                 # shellcheck disable=SC2086  # $k and $budget are word lists
-                stage memory-capacity 420 "$python" bench/memory_capacity.py --k $k $budget --batch "$mc_batch" \
+                stage memory-capacity 420 "$python" -m atelier.bench.memory_capacity --k $k $budget --batch "$mc_batch" \
                     --workers 4 --threads "$threads" --output "$out/memory" --tokenizer atelier/weights/tokenizer
                 cp "$out"/memory/memory_capacity.{json,md} "$out/" 2>/dev/null
                 for sheet in "$out"/memory/k*/*/eval.png; do  # templates over answers, 64 entities each
@@ -86,5 +86,5 @@ run() {
 case "${1:-}" in
     prepare) prepare ;;
     run) shift; [ $# -gt 0 ] || set -- bench memory; run "$@" ;;
-    *) echo "usage: bench/gpu_checks.sh prepare | run [bench] [memory] (see the top of this file)" >&2; exit 2 ;;
+    *) echo "usage: scripts/gpu_checks.sh prepare | run [bench] [memory] (see the top of this file)" >&2; exit 2 ;;
 esac
