@@ -105,6 +105,30 @@ def test_bench_prints_its_figure(capsys):
     assert "scenes/s" in capsys.readouterr().out
 
 
+def _help(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as shown:
+        main([*argv, "--help"])
+    assert shown.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_each_train_and_bench_target_has_only_its_own_flags(capsys):
+    model, tokenizer = _help(["train", "model"], capsys), _help(["train", "tokenizer"], capsys)
+    assert "--checkpoint-every" in model and "--latent-channels" not in model and "--baseline" not in model
+    assert "--latent-channels" in tokenizer and "--checkpoint-every" not in tokenizer and "--data" not in tokenizer
+    assert "--size" not in _help(["train", "segmenter"], capsys)
+    world = _help(["bench", "world"], capsys)
+    assert "--seconds" in world and "--per-category" not in world and "--json" not in world
+    # a flag of another target is refused as bad input (exit status 2), naming it
+    for argv, flag in ((["train", "tokenizer", "--checkpoint-every", "5"], "--checkpoint-every"),
+                       (["train", "classifier", "-o", "x", "--batch", "8"], "--batch"),
+                       (["bench", "generate", "--seconds", "1"], "--seconds")):
+        with pytest.raises(SystemExit) as refused:
+            main(argv)
+        assert refused.value.code == 2
+        assert f"unrecognized arguments: {flag}" in capsys.readouterr().err
+
+
 def test_installed_command_runs():
     result = subprocess.run([sys.executable, "-m", "atelier", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "world" in result.stdout
