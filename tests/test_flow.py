@@ -3,8 +3,16 @@
 import pytest
 import torch
 
+from atelier.flow import counter_rng
 from atelier.flow.guidance import Conditioning, GuidedDenoiser
-from atelier.flow.objective import FlowConfig, flow_loss, frame_times, sample_timesteps, timestep_shift
+from atelier.flow.objective import (
+    FlowConfig,
+    draw_per_sample,
+    flow_loss,
+    frame_times,
+    sample_timesteps,
+    timestep_shift,
+)
 from atelier.flow.samplers import SAMPLERS, get_sampler, initial_noise, time_grid
 from atelier.model.transformer import SpaceTimeTransformer
 from tests.test_model import MICRO, canvas, randomised, text
@@ -175,3 +183,62 @@ def test_a_few_steps_of_training_lower_the_loss():
         optimizer.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+def _splitmix(word: int) -> int:
+    """SplitMix64's finaliser on Python's unbounded ints: the reference for the int64 tensor version."""
+    mask = (1 << 64) - 1
+    word = ((word ^ (word >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    word = ((word ^ (word >> 27)) * 0x94D049BB133111EB) & mask
+    return word ^ (word >> 31)
+
+
+def test_counter_words_are_splitmix64_bit_for_bit():
+    """int64 tensor arithmetic wraps as unsigned 64-bit arithmetic does, so the words are exact (any device)."""
+    rows, gamma, mask = [0, 1, 7, 2**40 + 3], counter_rng.GOLDEN_GAMMA, (1 << 64) - 1
+    key = counter_rng.stream_key(11, "noise") & mask
+    expected = [[_splitmix((_splitmix((key + row * gamma) & mask) + step * gamma) & mask) for step in range(1, 6)]
+                for row in rows]
+    got = counter_rng.words(11, "noise", torch.tensor(rows), 5)
+    assert [[word & mask for word in row] for row in got.tolist()] == expected
+
+
+def test_a_samples_draws_depend_only_on_its_seed_and_index():
+    shape, indices = (2, 3, 4, 4), list(range(40, 48))
+    whole = draw_per_sample(shape, 5, indices)
+    halves = [draw_per_sample(shape, 5, indices[:3]), draw_per_sample(shape, 5, indices[3:])]
+    backwards = draw_per_sample(shape, 5, indices[::-1])
+    for name in ("normal", "noise", "text_coin", "context_coin"):
+        rows = getattr(whole, name)
+        assert torch.equal(rows, torch.cat([getattr(half, name) for half in halves])), name
+        assert torch.equal(rows, getattr(backwards, name).flip(0)), name
+    assert whole.noise.shape == (8, *shape) and whole.normal.shape == whole.text_coin.shape == (8,)
+    other_seed = draw_per_sample(shape, 6, indices)
+    assert not torch.equal(whole.noise, other_seed.noise) and not torch.equal(whole.normal, other_seed.normal)
+    assert not torch.equal(whole.text_coin, whole.context_coin), "the two coins are separate draws"
+    longer = draw_per_sample((2, 3, 4, 5), 5, indices)
+    assert torch.equal(longer.normal, whole.normal), "a row's timestep does not depend on the canvas shape"
+
+
+def test_counter_uniforms_and_normals_have_their_laws():
+    rows = torch.arange(1_000, 1_100)
+    u = counter_rng.uniform(3, "coin", rows, 1_000).flatten()                               # 100k
+    assert u.dtype == torch.float32 and 0 <= u.min() and u.max() < 1
+    assert abs(u.mean() - 0.5) < 0.005 and abs(u.std() - 12 ** -0.5) < 0.005
+    assert abs(torch.histc(u, bins=10, min=0, max=1) / len(u) - 0.1).max() < 0.005
+    z = counter_rng.normal(3, "noise", rows, 1_001)                                          # odd: half a pair left
+    assert z.shape == (100, 1_001) and z.dtype == torch.float32 and torch.isfinite(z).all()
+    z = z.flatten().double()
+    assert abs(z.mean()) < 0.015 and abs(z.std() - 1) < 0.01
+    assert abs((z.abs() < 1.959964).double().mean() - 0.95) < 0.005, "the tails are the normal's"
+    pairs = counter_rng.normal(3, "noise", rows, 1_000).view(-1, 2).double().T              # [2, 50k]
+    assert abs(torch.corrcoef(pairs)[0, 1]) < 0.02, "a Box-Muller pair's two values are uncorrelated"
+
+
+@pytest.mark.gpu
+def test_counter_draws_are_the_same_on_cuda():
+    rows = torch.arange(0, 4096, 7)
+    for make in (counter_rng.words, counter_rng.uniform):
+        assert torch.equal(make(9, "s", rows, 300), make(9, "s", rows.cuda(), 300).cpu()), make.__name__
+    cpu, cuda = counter_rng.normal(9, "s", rows, 300), counter_rng.normal(9, "s", rows.cuda(), 300).cpu()
+    assert (cpu != cuda).double().mean() < 1e-4 and torch.allclose(cpu, cuda, rtol=0, atol=1e-6)

