@@ -12,7 +12,7 @@ from atelier.cli.common import _positive
 def add_parsers(commands) -> None:
     model = commands.add_parser("model", help="the diffusion transformer's presets; packing a model for shipping")
     model.add_argument("action", choices=["info", "pack"])
-    model.add_argument("preset", help="info: a preset name (tiny, small, base, large, xl, xxl) or 'all'; "
+    model.add_argument("preset", help="info: a preset name (tiny, small, base, large, xl, xxl, unet-tiny) or 'all'; "
                        "pack: the model folder to pack")
     model.add_argument("-o", "--output", type=Path, help="pack: where to write the fp16 copy")
     model.add_argument("--latent", type=_positive, default=None,
@@ -32,10 +32,10 @@ def run(args: argparse.Namespace) -> None:
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         print(f"wrote {path}: fp16, {size / 2**20:.1f} MiB, hash {weights_hash(path)}")
         return
-    from atelier.model.config import PRESETS, preset
+    from atelier.model.config import PRESETS, UNET_PRESET_NAMES, preset
     from atelier.model.info import format_info, model_info
 
-    names = list(PRESETS) if args.preset == "all" else [args.preset]
+    names = [*PRESETS, *UNET_PRESET_NAMES] if args.preset == "all" else [args.preset]
     for name in names:
         config = preset(name)
         print(format_info(name, model_info(config, latent_side=args.latent, frames=args.frames,

@@ -31,7 +31,7 @@ def add_parsers(commands) -> None:
     tokenizer.set_defaults(run=_tokenizer)
 
     model = targets.add_parser("model", help="the diffusion transformer (alone, or under torchrun with DDP or FSDP)")
-    model.add_argument("--preset", help="tiny (default), small, base, large, xl, xxl")
+    model.add_argument("--preset", help="tiny (default), small, base, large, xl, xxl; unet-tiny (a UNet, images only)")
     model.add_argument("-o", "--output", type=Path, help="the run's folder to write (default: runs/PRESET)")
     model.add_argument("--minutes", type=float, help="training time (default 10, or 0 when --steps is given; "
                                                      "0: --steps only)")
@@ -50,6 +50,12 @@ def add_parsers(commands) -> None:
     model.add_argument("--checkpoint-every", type=_positive, default=500, help="steps between checkpoints")
     model.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
     model.add_argument("--ema-decay", type=float, help="EMA decay (default 0.999)")
+    model.add_argument("--ema-std", type=float, help="EDM2's power EMA with this relative width, e.g. 0.1 "
+                                                     "(replaces --ema-decay)")
+    model.add_argument("--lr-schedule", choices=["constant", "cosine"],
+                       help="after warm-up: constant, or a cosine to zero at the end of the budget")
+    model.add_argument("--repa", type=float, dest="repa_weight",
+                       help="representation alignment to the world classifier's features, with this weight")
     model.add_argument("--modalities", type=_weights,
                        help="share of steps per modality, e.g. image=0.6,clip=0.2,views=0.2 (default image=1)")
     model.add_argument("--frames", type=_positive, help="frames of a training clip (default 8)")
@@ -146,7 +152,8 @@ def _model(args: argparse.Namespace) -> None:
                "minutes": minutes, "steps": args.steps, "batch": args.batch,
                "lr": args.lr, "size": args.size, "threads": args.threads, "seed": args.seed,
                "precision": args.precision, "parallel": args.parallel, "checkpoint_every": args.checkpoint_every,
-               "warmup": args.warmup, "ema_decay": args.ema_decay, "compile": args.compile,
+               "warmup": args.warmup, "ema_decay": args.ema_decay, "ema_std": args.ema_std,
+               "lr_schedule": args.lr_schedule, "repa_weight": args.repa_weight, "compile": args.compile,
                "activation_checkpointing": args.activation_checkpointing, "sample_steps": args.sample_steps,
                "text_cache": args.text_cache, "cache_latents": args.cache_latents, "workers": args.workers,
                "modalities": args.modalities, "frames": args.frames, "views": args.views,
@@ -154,7 +161,10 @@ def _model(args: argparse.Namespace) -> None:
     if args.edit_fraction is not None:
         options["tasks"] = {**DEFAULT_TASKS, "text_to_image": 1 - args.edit_fraction,
                             "edit": args.edit_fraction}
-    config = TrainConfig(**{key: value for key, value in options.items() if value is not None})
+    from atelier.train.recipes import recipe
+
+    chosen = {key: value for key, value in options.items() if value is not None}
+    config = TrainConfig(**{**recipe(args.preset or "tiny"), **chosen})
     from atelier.model.config import preset
 
     preset(config.preset)  # an unknown preset fails before anything loads

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from atelier.folder import config_from_dict
+
+if TYPE_CHECKING:
+    from atelier.model.unet import UNetConfig
 
 
 @dataclass(frozen=True)
 class ModelConfig:
+    kind: ClassVar[str] = "transformer"  # vs atelier.model.unet.UNetConfig's "unet" (not a field)
+
     latent_channels: int = 8   # C of the tokenizer's latents [B, F, C, h, w]
     patch_size: int = 2        # spatial patch side on the latent grid; frames are not patched
     width: int = 384
@@ -25,6 +30,7 @@ class ModelConfig:
     memory_topk: int = 32
     memory_heads: int = 4
     memory_key_dim: int = 256  # query length, split into two halves of memory_key_dim // 2
+    memory_query_norm: str = "rms"  # "rms" per half, or "batch" (BatchNorm over tokens, Lample et al. 2019)
     rope_theta: float = 10000.0
     base_tokens: int = 64      # visual tokens at which the timestep shift is 1 (see atelier.flow.objective)
     sample_latent: int = 16    # latent side used by `atelier model info` to count FLOPs per sample
@@ -43,6 +49,8 @@ class ModelConfig:
             problems.append(f"memory_blocks {bad} are outside 0..{self.depth - 1}")
         if self.memory_key_dim % 2:
             problems.append("memory_key_dim must be even (the query is split in two halves)")
+        if self.memory_query_norm not in ("rms", "batch"):
+            problems.append(f"memory_query_norm must be 'rms' or 'batch', not {self.memory_query_norm!r}")
         if self.memory_topk > self.memory_keys:
             problems.append(f"memory_topk {self.memory_topk} exceeds memory_keys {self.memory_keys}")
         for name in ("latent_channels", "patch_size", "width", "depth", "heads", "text_dim", "camera_dim"):
@@ -89,8 +97,17 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def preset(name: str, **overrides: Any) -> ModelConfig:
-    """A named preset, optionally with fields replaced (e.g. latent_channels from the tokenizer)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+UNET_PRESET_NAMES = ("unet-tiny",)   # atelier.model.unet.UNET_PRESETS, named here so this module stays torch-free
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig | UNetConfig:
+    """A named preset, optionally with fields replaced (e.g. latent_channels from the tokenizer): a
+    ModelConfig for a transformer preset (PRESETS), a UNetConfig for a UNet one (UNET_PRESET_NAMES).
+    atelier.model.denoiser.build makes the model either gives."""
+    if name in PRESETS:
+        return replace(PRESETS[name], **overrides)
+    if name in UNET_PRESET_NAMES:
+        from atelier.model.unet import unet_preset
+
+        return unet_preset(name, **overrides)
+    raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join((*PRESETS, *UNET_PRESET_NAMES))}")

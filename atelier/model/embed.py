@@ -54,6 +54,23 @@ class VectorEmbed(nn.Module):
         return self.mlp(vector)
 
 
+def drop_text(tokens: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor, drop: torch.Tensor,
+              null_text: torch.Tensor, null_pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The text with rows `drop` [B] (bool) swapped for the learned null caption, for classifier-free
+    guidance: one token `null_text` [text_dim] (mask True, the rest masked out) and the pooled vector
+    `null_pooled` [text_dim]. tokens [B, L, text_dim], mask [B, L], pooled [B, text_dim]. Every
+    denoiser (transformer, UNet) drops its caption this one way."""
+    drop = drop.to(torch.bool)
+    null_tokens = torch.zeros_like(tokens)
+    null_tokens[:, 0] = null_text.to(tokens.dtype)
+    null_mask = torch.zeros_like(mask)
+    null_mask[:, 0] = True
+    tokens = torch.where(drop[:, None, None], null_tokens, tokens)
+    mask = torch.where(drop[:, None], null_mask, mask)
+    pooled = torch.where(drop[:, None], null_pooled.to(pooled.dtype).expand_as(pooled), pooled)
+    return tokens, mask, pooled
+
+
 def camera_vector(azimuth: torch.Tensor, elevation: torch.Tensor, distance: torch.Tensor | None = None,
                   dim: int = 8) -> torch.Tensor:
     """A camera as the model sees it: [..., dim] from angles in radians (MVDream feeds camera

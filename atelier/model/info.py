@@ -2,7 +2,8 @@
 
 FLOPs come from torch.utils.flop_counter (one multiply-add = 2 FLOPs) for one forward pass of
 one sample; the memory layers' sparse reads (EmbeddingBag) are gathers and count as zero, like
-embedding lookups in language-model FLOP counts.
+embedding lookups in language-model FLOP counts. Either denoiser counts (atelier.model.denoiser);
+a UNet's "visual tokens" are its latent cells (patch size 1).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from atelier.model.config import ModelConfig
-from atelier.model.transformer import SpaceTimeTransformer
+from atelier.model.denoiser import DenoiserConfig, build
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,11 @@ class ModelInfo:
         return self.parameters - self.memory_parameters
 
 
-def model_info(config: ModelConfig, latent_side: int | None = None, frames: int = 1,
+def model_info(config: DenoiserConfig, latent_side: int | None = None, frames: int = 1,
                text_tokens: int = 32) -> ModelInfo:
     side = latent_side or config.sample_latent
     with torch.device("meta"):
-        model = SpaceTimeTransformer(config)
+        model = build(config)   # a transformer or a UNet (atelier.model.denoiser)
         x = torch.empty(1, frames, config.latent_channels, side, side)
         t = torch.empty(1)
         tokens = torch.empty(1, text_tokens, config.text_dim)

@@ -5,6 +5,9 @@ Layers at Scale"), whose gated output and per-head reads we follow. The query is
 halves, each scored against its own n sub-keys; the top-k of each half combine into k*k
 candidates whose top-k index the n^2 values. Capacity grows with n^2, compute with k.
 The values are trained with their own learning rate (see `value_parameters`).
+
+Queries are normalised per half, by RMS (the default) or by BatchNorm over the batch's tokens,
+which Lample et al. found spreads reads over far more keys ("batch" query_norm).
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ from torch import nn
 
 from atelier.model.norm import RMSNorm
 
+QUERY_NORMS = ("rms", "batch")
+
 
 class ProductKeyMemory(nn.Module):
-    def __init__(self, width: int, keys: int, topk: int, heads: int, key_dim: int):
+    def __init__(self, width: int, keys: int, topk: int, heads: int, key_dim: int, query_norm: str = "rms"):
         super().__init__()
         self.keys, self.topk, self.heads, self.key_dim = keys, topk, heads, key_dim
         self.query = nn.Linear(width, heads * key_dim, bias=False)
-        self.query_norm = RMSNorm(key_dim // 2, eps=1e-6)
+        if query_norm not in QUERY_NORMS:
+            raise ValueError(f"query_norm must be one of {', '.join(QUERY_NORMS)}, got {query_norm!r}")
+        self.query_norm = RMSNorm(key_dim // 2, eps=1e-6) if query_norm == "rms" else nn.BatchNorm1d(heads * key_dim)
         self.sub_keys = nn.Parameter(torch.empty(heads, 2, keys, key_dim // 2))
         self.values = nn.EmbeddingBag(keys * keys, width, mode="sum")
         self.gate = nn.Linear(width, width, bias=False)
@@ -44,7 +51,12 @@ class ProductKeyMemory(nn.Module):
 
     def address(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The value rows each token reads and their weights: [T, H, k] each, for tokens [T, D]."""
-        query = self.query_norm(self.query(flat).unflatten(-1, (self.heads, 2, -1)))  # [T, H, 2, d/2]
+        query = self.query(flat)                                                 # [T, H*d]
+        if isinstance(self.query_norm, nn.BatchNorm1d):
+            query = self.query_norm(query.float()).to(query.dtype)
+        query = query.unflatten(-1, (self.heads, 2, -1))                         # [T, H, 2, d/2]
+        if isinstance(self.query_norm, RMSNorm):
+            query = self.query_norm(query)
         scores = torch.einsum("thsd,hsnd->thsn", query, self.sub_keys.to(query.dtype))  # [T, H, 2, n]
         first_scores, first = scores[:, :, 0].topk(self.topk, dim=-1)            # [T, H, k]
         second_scores, second = scores[:, :, 1].topk(self.topk, dim=-1)          # [T, H, k]

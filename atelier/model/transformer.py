@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from atelier.model.attention import JointAttention
 from atelier.model.config import ModelConfig
-from atelier.model.embed import PatchEmbed, TimestepEmbed, VectorEmbed
+from atelier.model.embed import PatchEmbed, TimestepEmbed, VectorEmbed, drop_text
 from atelier.model.memory import ProductKeyMemory
 from atelier.model.rope import rope_table
 
@@ -59,7 +59,7 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         if index in config.memory_blocks:
             self.ffn = ProductKeyMemory(width, config.memory_keys, config.memory_topk, config.memory_heads,
-                                        config.memory_key_dim)
+                                        config.memory_key_dim, config.memory_query_norm)
         else:
             self.ffn = Mlp(width, int(width * config.mlp_ratio))
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
@@ -189,15 +189,7 @@ class SpaceTimeTransformer(nn.Module):
         return batch, frames, channels, height, width
 
     def _drop_text(self, tokens: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor, drop: torch.Tensor):
-        drop = drop.to(torch.bool)
-        null_tokens = torch.zeros_like(tokens)
-        null_tokens[:, 0] = self.null_text.to(tokens.dtype)
-        null_mask = torch.zeros_like(mask)
-        null_mask[:, 0] = True
-        tokens = torch.where(drop[:, None, None], null_tokens, tokens)
-        mask = torch.where(drop[:, None], null_mask, mask)
-        pooled = torch.where(drop[:, None], self.null_pooled.to(pooled.dtype).expand_as(pooled), pooled)
-        return tokens, mask, pooled
+        return drop_text(tokens, mask, pooled, drop, self.null_text, self.null_pooled)
 
     def memory_value_parameters(self) -> list[nn.Parameter]:
         """The memory layers' values, which train with their own learning rate (Berges et al. 2024)."""

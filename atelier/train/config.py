@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from atelier.folder import config_from_dict
+from atelier.model.config import UNET_PRESET_NAMES
 from atelier.weights import shipped
 
 # Each step trains one modality (its global batch shares one canvas shape [B, F, C, h, w]); within
@@ -23,6 +24,7 @@ MODALITIES = tuple(MODALITY_TASKS)
 TASKS = tuple(task for tasks in MODALITY_TASKS.values() for task in tasks)
 DEFAULT_TASKS = {"text_to_image": 0.7, "edit": 0.3, "text_to_video": 0.7, "image_to_video": 0.3, "text_to_3d": 0.7,
                  "image_to_3d": 0.3}
+LR_SCHEDULES = ("constant", "cosine")
 REGIONS = ("box", "blob", "brush", "background", "objects", "outpaint")
 
 
@@ -41,7 +43,9 @@ class TrainConfig:
     warmup: int = 200                     # steps of linear learning-rate warm-up
     weight_decay: float = 0.0
     clip: float = 1.0                     # gradient-norm clipping
+    lr_schedule: str = "constant"         # after warm-up: "constant", or "cosine" to zero at the budget's end
     ema_decay: float = 0.999
+    ema_std: float = 0.0                  # > 0: EDM2's power EMA with this relative width (overrides ema_decay)
     precision: str = "bf16"               # "bf16" autocast or "fp32"
     compile: bool = False                 # torch.compile the model
     activation_checkpointing: bool = False
@@ -55,6 +59,12 @@ class TrainConfig:
     views: int = 4                        # object views per training sample
     tasks: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TASKS))
     regions: dict[str, float] = field(default_factory=lambda: dict.fromkeys(REGIONS, 1.0))
+    logit_mean: float = 0.0               # timesteps: sigmoid(N(logit_mean, logit_std)), then the resolution shift
+    logit_std: float = 1.0
+    repa_weight: float = 0.0              # representation alignment (atelier.train.repa): 0 off
+    repa_block: int = 2                   # the block whose visual tokens are aligned
+    curriculum: float = 0.0               # world images: share of the run over which scenes grow from one
+                                          # object to the full range (atelier.train.data.WorldSource); 0 off
     text_dropout: float = 0.1
     context_dropout: float = 0.1
     checkpoint_every: int = 500           # steps
@@ -89,6 +99,23 @@ class TrainConfig:
             problems.append(f"workers must be 0 or more, got {self.workers}")
         if self.lr <= 0 or self.memory_lr <= 0:
             problems.append("learning rates must be positive")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not 0 <= self.ema_std < 0.28:
+            problems.append(f"ema_std must be in [0, 0.28), got {self.ema_std}")
+        if self.logit_std <= 0:
+            problems.append(f"logit_std must be positive, got {self.logit_std}")
+        if not 0 <= self.curriculum <= 1:
+            problems.append(f"curriculum must be a share of the run, from 0 to 1, got {self.curriculum}")
+        elif self.curriculum > 0 and (self.steps is None or self.data != "world"):
+            problems.append("a curriculum needs a run length in steps (--steps) and the world's data")
+        if self.repa_weight < 0 or self.repa_block < 0:
+            problems.append("repa_weight and repa_block must be non-negative")
+        if self.preset in UNET_PRESET_NAMES:
+            if self.repa_weight > 0:
+                problems.append(f"representation alignment reads a transformer block; {self.preset} is a UNet")
+            if any(w > 0 for m, w in self.modalities.items() if m != "image"):
+                problems.append(f"{self.preset} is a UNet of images: it trains no clips or views")
         if self.precision not in ("bf16", "fp32"):
             problems.append(f"precision must be bf16 or fp32, got {self.precision!r}")
         if self.parallel not in ("ddp", "fsdp"):
@@ -126,6 +153,7 @@ class TrainConfig:
     def resumable_from(self, saved: TrainConfig) -> list[str]:
         """Fields that must match for a checkpoint of `saved` to continue as this run."""
         same = ("preset", "data", "tokenizer", "batch", "size", "seed", "tasks", "regions", "model_overrides",
-                "precision", "modalities", "frames", "views")
+                "precision", "modalities", "frames", "views", "repa_weight", "repa_block",
+                "curriculum")
         return [f"{name}: checkpoint has {getattr(saved, name)!r}, this run {getattr(self, name)!r}"
                 for name in same if getattr(saved, name) != getattr(self, name)]

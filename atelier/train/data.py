@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from atelier.world.images.stream import make_sample
+from atelier.world.vocab import MAX_OBJECTS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 log = logging.getLogger(__name__)
@@ -33,13 +34,22 @@ class Example:
 
 
 class WorldSource:
-    """The world's training split, rendered on demand: images, clips in motion and views of 3D objects."""
+    """The world's training split, rendered on demand: images, clips in motion and views of 3D objects.
 
-    def __init__(self, seed: int, size: int, frames: int = 8, views: int = 4):
-        self.seed, self.size, self.frames, self.views = seed, size, frames, views
+    With a curriculum of `ramp` samples, image scenes start with a single object (so captions
+    name one shape, colour, size, texture and place) and the most objects a scene may hold rises
+    evenly to the world's full range by sample `ramp` (curriculum learning, Bengio et al. 2009)."""
+
+    def __init__(self, seed: int, size: int, frames: int = 8, views: int = 4, ramp: int = 0):
+        self.seed, self.size, self.frames, self.views, self.ramp = seed, size, frames, views, ramp
+
+    def max_objects(self, index: int) -> int:
+        if index >= self.ramp:
+            return MAX_OBJECTS
+        return 1 + (MAX_OBJECTS - 1) * index // self.ramp
 
     def __getitem__(self, index: int) -> Example:
-        sample = make_sample(self.seed, index, self.size, "train")
+        sample = make_sample(self.seed, index, self.size, "train", self.max_objects(index))
         return Example(sample.image, sample.caption, sample.masks)
 
     def example(self, index: int, modality: str) -> Example:
@@ -56,7 +66,8 @@ class WorldSource:
         return Example(views.views, views.caption, cameras=views.camera_vectors.astype(np.float32))
 
     def describe(self) -> str:
-        return f"the procedural world (seed {self.seed}, {self.size} px, train split)"
+        ramp = f", one object first, all by sample {self.ramp:,}" if self.ramp else ""
+        return f"the procedural world (seed {self.seed}, {self.size} px, train split{ramp})"
 
 
 class FiniteSource:
@@ -136,13 +147,14 @@ def load_square(path: str | Path | IO[bytes], size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def open_source(data: str, size: int, seed: int, frames: int = 8, views: int = 4) -> WorldSource | FiniteSource:
+def open_source(data: str, size: int, seed: int, frames: int = 8, views: int = 4,
+                ramp: int = 0) -> WorldSource | FiniteSource:
     """--data: "world"; a folder of images with .txt captions; or WebDataset shards, given as a .tar
     file, a brace pattern ("shards/train-{000..015}.tar"), a glob, or a folder holding only .tar files."""
     from atelier.train.shards import TarSource, is_shard_spec
 
     if data == "world":
-        return WorldSource(seed, size, frames, views)
+        return WorldSource(seed, size, frames, views, ramp)
     if is_shard_spec(data):
         return TarSource(data, size, seed)
     return FolderSource(data, size, seed)

@@ -76,6 +76,15 @@ def mean_across(value: float, processes: Processes) -> float:
     return tensor.item() / processes.world_size
 
 
+def mean_across_tensor(values: torch.Tensor, processes: Processes) -> torch.Tensor:
+    """The element-wise mean of `values` over ranks (one collective), returned on the CPU."""
+    if processes.distributed:
+        values = values.to(processes.device, torch.float64)
+        dist.all_reduce(values)
+        values = values / processes.world_size
+    return values.detach().cpu()
+
+
 def barrier(processes: Processes) -> None:
     if processes.distributed:
         dist.barrier()

@@ -23,15 +23,16 @@ from atelier.bundle import read_index, save_bundle, weights_hash
 from atelier.flow.generate import generate_latents
 from atelier.flow.objective import FlowConfig, flow_loss
 from atelier.folder import FolderError
+from atelier.model import denoiser
 from atelier.model.config import preset
-from atelier.model.transformer import SpaceTimeTransformer
 from atelier.train import checkpoint
-from atelier.train.batches import assemble
+from atelier.train.batches import assemble, caption_precision, to_pixels
 from atelier.train.config import TrainConfig
 from atelier.train.data import StepExamples, open_source, step_loader
-from atelier.train.distributed import Processes, mean_across, start, stop, wrap
+from atelier.train.distributed import Processes, mean_across, mean_across_tensor, start, stop, wrap
 from atelier.train.ema import EMA
 from atelier.train.logs import RunLog, plot_losses, read_log, recent_loss, sample_grid
+from atelier.train.recipes import SAMPLING
 
 SAMPLES_PER_PROMPT = 4
 TEXT_CACHE_ENTRIES = 4096   # about 120 MB of caption embeddings
@@ -55,7 +56,8 @@ class Trainer:
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         device = processes.device
-        self.source = open_source(config.data, config.size, config.seed, config.frames, config.views)
+        ramp = round(config.curriculum * config.steps * config.batch) if config.curriculum else 0
+        self.source = open_source(config.data, config.size, config.seed, config.frames, config.views, ramp)
         self.init_index = read_index(config.init) if config.init else None
         tokenizer_path = Path(config.init) / "tokenizer" if config.init else config.tokenizer
         self.tokenizer = Autoencoder.from_pretrained(tokenizer_path, device=device).requires_grad_(False)
@@ -67,29 +69,46 @@ class Trainer:
             self.texts = TextCache.load(config.text_cache, self.text_encoder)
             log(f"read {len(self.texts)} caption embeddings from {config.text_cache}")
         else:   # the world rarely repeats a caption: a few thousand entries catch the repeats
-            self.texts = TextCache(self.text_encoder, capacity=TEXT_CACHE_ENTRIES)
+            self.texts = TextCache(self.text_encoder, capacity=TEXT_CACHE_ENTRIES,
+                                   precision=caption_precision(config.precision, device))
         self.latent_cache = read_latent_cache(self._latent_cache_path()) if config.cache_latents else None
         self.model_config = preset(config.preset, latent_channels=self.tokenizer.config.latent_channels,
                                    text_dim=self.text_encoder.dim, **config.model_overrides)
-        model = SpaceTimeTransformer(self.model_config).to(device)
+        model = denoiser.build(self.model_config).to(device)
         if config.init:
             self._start_from(model, Path(config.init))
         model.gradient_checkpointing = config.activation_checkpointing
         self.model = wrap(model, processes, config.parallel)
         self.core = getattr(self.model, "module", self.model)
-        self.ema = EMA(self.core, config.ema_decay)
+        self.ema = EMA(self.core, config.ema_decay, config.ema_std)
         self.optimizer = self._optimizer()
+        self.alignment = self._alignment() if config.repa_weight > 0 else None
         self.forward = torch.compile(self.model) if config.compile else self.model
-        self.flow = FlowConfig(text_dropout=config.text_dropout, context_dropout=config.context_dropout)
+        self.flow = FlowConfig(logit_mean=config.logit_mean, logit_std=config.logit_std,
+                               text_dropout=config.text_dropout, context_dropout=config.context_dropout)
         self.step = 0
+        self.pending: list[dict[str, Any]] = []   # step records whose tensors are read every log_every steps
 
-    def _start_from(self, model: SpaceTimeTransformer, folder: Path) -> None:
+    def _alignment(self):
+        """REPA's frozen encoder (the shipped world classifier) and its trainable projector, which has
+        its own optimizer and is saved in checkpoints, not in the model (atelier.train.repa)."""
+        from atelier.evaluate.classifier import Classifier
+        from atelier.train.repa import Alignment, Projector
+
+        encoder = Classifier.from_pretrained().to(self.processes.device)
+        projector = Projector(self.model_config.width, encoder.config.widths[-1]).to(self.processes.device)
+        optimizer = torch.optim.AdamW(projector.parameters(), lr=self.config.lr, betas=(0.9, 0.99))
+        optimizer.param_groups[0]["base_lr"] = self.config.lr
+        return Alignment(self.core, self.config.repa_block, encoder, wrap(projector, self.processes, "ddp"),
+                         optimizer)
+
+    def _start_from(self, model: denoiser.Denoiser, folder: Path) -> None:
         """Load a trained model's weights to fine-tune them; its text encoder and shape must be this run's."""
         expected = self.init_index.get("text_encoder", {}).get("fingerprint")
         if expected and expected != self.text_encoder.fingerprint:
             raise FolderError(f"{folder} was trained with text encoder {expected}, but this run's is "
                               f"{self.text_encoder.fingerprint}")
-        trained = SpaceTimeTransformer.from_pretrained(folder / "transformer")
+        trained = denoiser.load(folder / "transformer")
         if trained.config != self.model_config:
             raise FolderError(f"{folder} is not a {self.config.preset!r} model with these overrides; give the "
                               f"preset it was trained as (its training config: {folder / 'model_index.json'})")
@@ -110,7 +129,7 @@ class Trainer:
         config, processes = self.config, self.processes
         resumed = checkpoint.latest(config.output)
         if resumed is not None:
-            state = checkpoint.load(resumed, config, self.model, self.optimizer, self.ema)
+            state = checkpoint.load(resumed, config, self.model, self.optimizer, self.ema, self.alignment)
             self.step = state["step"]
             self.log(f"resumed {config.output} from {resumed.name} (step {self.step})")
         runlog = RunLog(config.output, resume_step=self.step) if processes.is_main else None
@@ -119,7 +138,8 @@ class Trainer:
                  f"global batch {config.batch} over {processes.world_size} process(es) on {processes.device}, "
                  f"{config.precision}, {self._budget()}")
         budget = config.minutes * 60 if config.minutes > 0 else math.inf
-        started = time.perf_counter()
+        self.budget_seconds = budget
+        started = self.started = time.perf_counter()
         examples = StepExamples(self.source, config.batch, processes.rank, processes.world_size, config.modalities,
                                 config.seed)
         self.steps = step_loader(examples, self.step, config.workers)
@@ -129,14 +149,10 @@ class Trainer:
             while config.steps is None or self.step < config.steps:
                 if budget < math.inf and mean_across(float(time.perf_counter() - started >= budget), processes) > 0:
                     break
-                tick = time.perf_counter()
-                record = self._train_step()
-                record["images_per_second"] = config.batch / max(time.perf_counter() - tick, 1e-9)
-                record["seconds"] = time.perf_counter() - started
-                if runlog is not None:
-                    runlog.write(record)
+                self.pending.append(self._train_step())
                 bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_second']:.0f}")
+                if self.step % config.log_every == 0:
+                    self._flush(runlog, bar)
                 if self.step % config.checkpoint_every == 0:
                     self._checkpoint(runlog)
                     last_saved = self.step
@@ -153,30 +169,80 @@ class Trainer:
                 "seconds": time.perf_counter() - started}
 
     def _train_step(self) -> dict[str, Any]:
+        """One optimisation step. Its record keeps the loss and gradient norm as tensors: reading
+        them would wait for the device every step (see _flush)."""
         config, processes = self.config, self.processes
         indices, examples = next(self.steps)
         batch = assemble(examples, indices, config, self.tokenizer, self.texts, processes.device, self.latent_cache)
-        warm = min(1.0, (self.step + 1) / config.warmup)
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["base_lr"] * warm
+        factor = self._lr_factor()
+        optimizers = [self.optimizer] + ([self.alignment.optimizer] if self.alignment is not None else [])
+        for group in (group for optimizer in optimizers for group in optimizer.param_groups):
+            group["lr"] = group["base_lr"] * factor
+        aligned = self.alignment is not None and batch.latents.shape[1] == 1
         with torch.autocast(processes.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
             loss = flow_loss(self.forward, batch.latents, batch.text.tokens, batch.text.mask, batch.text.pooled,
                              keep_mask=batch.keep_mask, camera=batch.camera, config=self.flow, draws=batch.draws)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+            total = loss
+            if aligned:
+                pixels = to_pixels([e.image for e in examples]).to(processes.device)      # [B, 3, H, W]
+                side = batch.latents.shape[-1] // self.model_config.patch_size
+                alignment = self.alignment.loss(pixels, (side, side))
+                total = loss + config.repa_weight * alignment
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip)
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-        self.optimizer.step()
+        if aligned:
+            torch.nn.utils.clip_grad_norm_(self.alignment.projector.parameters(), config.clip)
+        for optimizer in optimizers:
+            optimizer.step()
         self.ema.update(self.core)
         self.step += 1
-        return {"step": self.step, "loss": mean_across(loss.item(), processes), "lr": config.lr * warm,
-                "grad_norm": float(grad_norm), "frames": int(batch.latents.shape[1]),
-                "edit_fraction": batch.tasks.count("edit") / len(batch.tasks)}
+        record = {"step": self.step, "loss": loss.detach(), "lr": config.lr * factor, "grad_norm": grad_norm.detach(),
+                  "frames": int(batch.latents.shape[1]),
+                  "edit_fraction": batch.tasks.count("edit") / len(batch.tasks)}
+        if aligned:
+            record["alignment"] = alignment.detach()
+        return record
+
+    def _lr_factor(self) -> float:
+        """Linear warm-up, then constant or a cosine to zero at the end of the budget (the steps, or
+        the minutes by the wall clock, whichever ends first)."""
+        config = self.config
+        warm = min(1.0, (self.step + 1) / config.warmup)
+        if config.lr_schedule == "constant":
+            return warm
+        done = self.step / config.steps if config.steps is not None else 0.0
+        if self.budget_seconds < math.inf:
+            done = max(done, (time.perf_counter() - self.started) / self.budget_seconds)
+        return warm * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+
+    def _flush(self, runlog: RunLog | None, bar) -> None:
+        """Read the pending steps' tensors in one transfer (averaged over ranks) and log them."""
+        if not self.pending:
+            return
+        names = [name for name in ("loss", "grad_norm", "alignment") if name in self.pending[-1]]
+        values = torch.stack([torch.stack([r[name].float() for name in names]) for r in self.pending])  # [S, K]
+        values = mean_across_tensor(values, self.processes).tolist()
+        now = time.perf_counter()
+        seconds = now - getattr(self, "flushed_at", self.started)
+        self.flushed_at = now
+        speed = self.config.batch * len(self.pending) / max(seconds, 1e-9)
+        for record, row in zip(self.pending, values):
+            record.update(dict(zip(names, row)), images_per_second=speed, seconds=now - self.started)
+            if runlog is not None:
+                runlog.write(record)
+        last = self.pending[-1]
+        bar.set_postfix(loss=f"{last['loss']:.4f}", img_s=f"{speed:.0f}")
+        self.pending = []
 
     def _checkpoint(self, runlog: RunLog | None) -> None:
+        self._flush(runlog, _NO_BAR)
         ema_state = self.ema.state_dict()
         path = checkpoint.save(self.config.output, self.step, self.config, self.model, self.optimizer, ema_state,
-                               self.ema.updates, self.processes, extra={"model": self.model_config.to_dict()})
+                               self.ema.updates, self.processes, extra={"model": self.model_config.to_dict()},
+                               alignment=self.alignment)
         if runlog is None:
             return
         if self.config.text_cache:
@@ -191,8 +257,8 @@ class Trainer:
         plot_losses(read_log(runlog.path), Path(self.config.output) / "loss.png")
         self.log(f"step {self.step}: saved {path}, samples in {samples_path}")
 
-    def _ema_model(self, ema_state: dict[str, torch.Tensor]) -> SpaceTimeTransformer:
-        model = SpaceTimeTransformer(self.model_config)
+    def _ema_model(self, ema_state: dict[str, torch.Tensor]) -> denoiser.Denoiser:
+        model = denoiser.build(self.model_config)
         model.load_state_dict(ema_state)
         return model.to(self.processes.device).eval()
 
@@ -216,7 +282,7 @@ class Trainer:
         if self.processes.is_main:
             training = {"steps": self.step, "images": self.step * self.config.batch, "config": self.config.to_dict()}
             save_bundle(path, self._ema_model(ema_state).cpu(), self.tokenizer.cpu(), self.text_encoder.fingerprint,
-                        defaults={**(self.init_index or {}).get("defaults", {}), "size": self.config.size,
+                        defaults={**(self.init_index or {}).get("defaults", SAMPLING), "size": self.config.size,
                                   "sizes": [self.config.size]}, training=training)
             self.tokenizer.to(self.processes.device)
             self.log(f"exported the EMA weights to {path}")
@@ -255,3 +321,11 @@ def write_latent_cache(cache: dict[str, torch.Tensor], path: Path) -> None:
 
 def _quiet(_: str) -> None:
     pass
+
+
+class _NoBar:
+    def set_postfix(self, **_: Any) -> None:
+        pass
+
+
+_NO_BAR = _NoBar()

@@ -163,14 +163,17 @@ def random_background(rng: random.Random, kind: str | None = None, colours: tupl
     return Background(kind=kind, colours=names, rgbs=rgbs, direction=direction if kind == "gradient" else None)
 
 
-def sample_scene(rng: random.Random, size: int = 64, split: str = "train") -> Scene:
-    """A random scene of 1 to 4 objects. A third of multi-object scenes repeat one object type
-    so that counts ("three green stars") are common. split="train" never yields a held-out
-    fact (see atelier.world.splits)."""
+def sample_scene(rng: random.Random, size: int = 64, split: str = "train",
+                 max_objects: int = vocab.MAX_OBJECTS) -> Scene:
+    """A random scene of 1 to `max_objects` (at most 4) objects. A third of multi-object scenes
+    repeat one object type so that counts ("three green stars") are common. split="train" never
+    yields a held-out fact (see atelier.world.splits)."""
     check_size(size)
     check_split(split)
+    if not 1 <= max_objects <= vocab.MAX_OBJECTS:
+        raise ValueError(f"max_objects must be from 1 to {vocab.MAX_OBJECTS}, got {max_objects}")
     while True:
-        n = rng.randint(1, vocab.MAX_OBJECTS)
+        n = rng.randint(1, max_objects)
         regions = rng.sample(range(vocab.GRID * vocab.GRID), n)
         repeats = rng.randint(2, n) if n >= 2 and rng.random() < 0.35 else 1
         kinds = []

@@ -13,6 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
+from atelier.world import vocab
 from atelier.world.images.caption import describe, say
 from atelier.world.images.query import Query
 from atelier.world.images.render import object_boxes, object_masks, render
@@ -47,9 +48,10 @@ class Sample:
         return object_boxes(self.scene, self.masks)
 
 
-def make_sample(seed: int, index: int, size: int = 64, split: str = "train") -> Sample:
+def make_sample(seed: int, index: int, size: int = 64, split: str = "train",
+                max_objects: int = vocab.MAX_OBJECTS) -> Sample:
     rng = scene_rng(seed, index)
-    scene = sample_scene(rng, size=size, split=split)
+    scene = sample_scene(rng, size=size, split=split, max_objects=max_objects)
     query = describe(scene, rng)
     return Sample(index=index, image=render(scene), caption=say(query, rng), query=query, scene=scene)
 
